@@ -1,0 +1,49 @@
+# CANDLE/Supervisor-style hyperparameter search. See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+PILOT ?= bench
+ALGO ?= random
+PROCS ?= 4
+BUDGET ?=
+SPACE ?=
+DB ?=
+EXP ?=
+MODE ?= resident
+TIMEOUT ?=
+SETTINGS ?=
+
+.PHONY: setup apt venv test workflow clean
+
+setup: apt venv
+
+# Installs only what is missing, so a second `make setup` is quick and changes nothing.
+apt:
+	@missing=$$(for p in $$(grep -v '^#' deps/apt.txt); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $$(command -v sudo >/dev/null && [ $$(id -u) -ne 0 ] && echo sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo >/dev/null && [ $$(id -u) -ne 0 ] && echo sudo) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "Debian packages: all present"; fi
+
+$(VENV)/.installed: deps/requirements.txt setup.cfg setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r deps/requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests
+
+workflow: venv
+	@$(VENV)/bin/emews workflow --pilot '$(PILOT)' --algo '$(ALGO)' --procs '$(PROCS)' \
+	  --budget '$(BUDGET)' --space '$(SPACE)' --db '$(DB)' --exp '$(EXP)' --mode '$(MODE)' \
+	  --timeout '$(TIMEOUT)' --settings '$(SETTINGS)'
+
+clean:
+	rm -rf runs .pytest_cache
