@@ -69,12 +69,19 @@ def merge_params(defaults: dict, params: dict, source: str, pilot: str) -> dict:
     return merged
 
 
+_DEFAULTS: dict[str, tuple[dict, str, str]] = {}
+
+
 def pilot_params(pilot_pkg_file: str, params: dict) -> dict:
-    """Defaults of the pilot whose ``__init__.py`` is ``pilot_pkg_file``, overridden by ``params``."""
-    pkg_dir = Path(pilot_pkg_file).resolve().parent
-    name = pkg_dir.name
-    model_file = pkg_dir / f"{name}_default_model.txt"
-    return merge_params(read_default_model(model_file), params, str(model_file), name)
+    """Defaults of the pilot whose ``__init__.py`` is ``pilot_pkg_file``, overridden by ``params``.
+    The default model file is read once per process (resident workers run many trials)."""
+    hit = _DEFAULTS.get(pilot_pkg_file)
+    if hit is None:
+        pkg_dir = Path(pilot_pkg_file).resolve().parent
+        model_file = pkg_dir / f"{pkg_dir.name}_default_model.txt"
+        hit = _DEFAULTS[pilot_pkg_file] = (read_default_model(model_file), str(model_file), pkg_dir.name)
+    defaults, source, name = hit
+    return merge_params(defaults, params, source, name)
 
 
 class TrialContext:

@@ -1,0 +1,59 @@
+"""App mode: one trial in a process of its own (``MODE=app``).
+
+The worker writes the trial's parameters to a JSON file and starts
+``python -m emews_py.app --pilot P --params params.json --result result.json --events events.jsonl``;
+no value ever passes through a shell. Events are appended to the JSON-lines file as they happen
+(so a trial killed at its time limit keeps what it reported) and the result is written last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+
+from emews_py.pilot import TrialContext, TrialTimeout, load_pilot, normalize_result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m emews_py.app")
+    ap.add_argument("--pilot", required=True)
+    ap.add_argument("--params", required=True)
+    ap.add_argument("--result", required=True)
+    ap.add_argument("--events", required=True)
+    ap.add_argument("--trial-id", type=int, default=0)
+    ap.add_argument("--run-dir", default=".")
+    ap.add_argument("--timeout", type=float, default=None)
+    a = ap.parse_args(argv)
+    with open(a.params) as f:
+        params = json.load(f)
+    ev_out = open(a.events, "a")
+
+    def sink(ev: dict) -> None:
+        ev_out.write(json.dumps(ev) + "\n")
+        ev_out.flush()
+
+    deadline = time.time() + a.timeout if a.timeout else None
+    ctx = TrialContext(a.trial_id, a.run_dir, deadline, sink)
+    out: dict = {"status": "completed"}
+    try:
+        pilot = load_pilot(a.pilot)
+        res = normalize_result(pilot.run(params, ctx))
+        out.update(objective=res["objective"], metrics=res["metrics"], model_path=res["model_path"])
+        if ctx.timed_out:
+            out.update(status="timeout", error=f"training stopped at the time limit of {a.timeout} s")
+    except TrialTimeout:
+        out.update(status="timeout", error=f"trial passed its time limit of {a.timeout} s")
+    except Exception as e:  # noqa: BLE001
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        out.update(status="failed", error=f"{type(e).__name__}: {e}\n{tb}")
+    ev_out.close()
+    with open(a.result, "w") as f:
+        json.dump(out, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""``emews workflow``: check the inputs, make the run directory, launch the MPI farm.
+
+Everything a user can get wrong (pilot, algorithm, space, settings) is checked here, before
+``mpiexec`` starts, so a mistake costs seconds and names the file and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from emews_py.pilot import PILOTS_DIR, REPO_ROOT, PilotError, read_default_model
+from emews_py.space import SpaceError, load_space
+
+ALGO_DIRS = [REPO_ROOT / "r_algorithms", REPO_ROOT / "py_algorithms"]
+DEFAULT_SPACES = {"bench": "bench_branin.R"}
+DEFAULT_BUDGET = {"bench": 40}
+
+
+class UsageError(Exception):
+    pass
+
+
+def algorithm_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EMEWS_ALGORITHM_PATH", "").split(os.pathsep) if p]
+    return extra + ALGO_DIRS
+
+
+def find_algorithm(name: str) -> Path:
+    """``ALGO=name`` is r_algorithms/name.R or py_algorithms/name.py; a path to a file works too."""
+    p = Path(name)
+    if p.suffix in (".R", ".py") and p.is_file():
+        return p.resolve()
+    for d in algorithm_dirs():
+        for ext in (".R", ".py"):
+            f = d / f"{name}{ext}"
+            if f.is_file():
+                return f.resolve()
+    avail = sorted({f.stem for d in algorithm_dirs() if d.is_dir() for f in d.iterdir()
+                    if f.suffix in (".R", ".py") and not f.name.startswith("_")})
+    raise UsageError(f"unknown ALGO '{name}': no r_algorithms/{name}.R or py_algorithms/{name}.py "
+                     f"in {REPO_ROOT}. Available: {', '.join(avail)}. Set ALGO to one of them, or drop "
+                     f"a new optimizer file into r_algorithms/ (see docs/writing-an-optimizer.md).")
+
+
+def find_pilot(name: str) -> Path:
+    d = PILOTS_DIR / name
+    if not (d / "__init__.py").is_file():
+        avail = sorted(p.name for p in PILOTS_DIR.iterdir()
+                       if (p / "__init__.py").is_file() and not p.name.startswith("_"))
+        raise UsageError(f"unknown PILOT '{name}': there is no package pilots/{name}/ in "
+                         f"{PILOTS_DIR}. Available: {', '.join(avail)}. Set PILOT to one of them, or "
+                         f"add pilots/{name}/ with __init__.py (run(params, ctx)) and "
+                         f"{name}_default_model.txt.")
+    return d
+
+
+def default_space(pilot: str) -> Path:
+    return REPO_ROOT / "workflows" / DEFAULT_SPACES.get(pilot, f"{pilot}_space.R")
+
+
+def parse_settings(text: str) -> dict:
+    """User SETTINGS: R argument text (``design.size = 20, mode = 'batch'``) as in CANDLE, or a
+    JSON object. R text is evaluated by R (as EMEWS does), never by Python."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"SETTINGS looks like JSON but is not valid ({e}): {text!r}") from None
+    code = ("x <- eval(parse(text = paste0('list(', commandArgs(TRUE)[1], ')'))); "
+            "cat(jsonlite::toJSON(x, auto_unbox = TRUE, digits = NA, na = 'null'))")
+    p = subprocess.run(["Rscript", "--vanilla", "-e", code, text], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise UsageError(f"SETTINGS {text!r} is not valid R argument text: "
+                         f"{p.stderr.strip().replace('Execution halted', '').strip()}. "
+                         f"Write it as name = value pairs, e.g. SETTINGS=\"design.size = 20, "
+                         f"mode = 'batch'\".")
+    out = json.loads(p.stdout or "{}")
+    return out if isinstance(out, dict) else {}
+
+
+def prepare(a: argparse.Namespace) -> tuple[dict, Path]:
+    """Check everything and write the run directory's config.json."""
+    pilot_dir = find_pilot(a.pilot)
+    algo = find_algorithm(a.algo)
+    model_file = pilot_dir / f"{a.pilot}_default_model.txt"
+    defaults = read_default_model(model_file)
+    space_file = Path(a.space).resolve() if a.space else default_space(a.pilot)
+    space = load_space(space_file)
+    unknown = [p["id"] for p in space["params"] if p["id"] not in defaults]
+    if unknown:
+        raise UsageError(f"search space {space_file} has parameter(s) {', '.join(map(repr, unknown))} "
+                         f"that pilot '{a.pilot}' does not know ({model_file} defines: "
+                         f"{', '.join(sorted(defaults))}). Rename them in the space file or choose "
+                         f"another SPACE.")
+    procs = int(a.procs or 4)
+    if procs < 2:
+        raise UsageError(f"PROCS={procs}: the farm needs a driver and at least one worker; set PROCS=2 or more.")
+    mode = a.mode or "resident"
+    if mode not in ("resident", "app"):
+        raise UsageError(f"MODE={mode!r}: use MODE=resident (trials in resident interpreters) or MODE=app "
+                         f"(one subprocess per trial).")
+    timeout = float(a.timeout) if a.timeout else None
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"TIMEOUT={a.timeout}: give the per-trial time limit in seconds (> 0).")
+    user = parse_settings(a.settings)
+    budget = int(a.budget) if a.budget else int(user.get("max.budget", DEFAULT_BUDGET.get(a.pilot, 24)))
+    settings = {"max.budget": budget, "workers": procs - 1, "seed": random.randrange(1, 2**31 - 1),
+                "param.set.file": str(space_file)}
+    settings.update(user)
+    settings["max.budget"] = budget
+    impute = settings.pop("impute", None)
+    impute = math.nan if impute is None else float(impute)
+    keep = int(settings.pop("keep.models", 3))
+
+    exp = a.exp or f"{a.pilot}-{algo.stem}"
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", exp):
+        raise UsageError(f"EXP={exp!r}: use letters, digits, '.', '_' and '-' only (it names a directory).")
+    runs_root = Path(a.runs or os.environ.get("EMEWS_RUNS", "runs")).resolve()
+    run_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{exp}-{uuid.uuid4().hex[:4]}"
+    run_dir.mkdir(parents=True)
+    db = a.db or f"sqlite:///{runs_root / 'emews.db'}"
+    # ipc:// paths are limited to ~100 bytes, so the socket lives in the temp dir, not the run dir.
+    endpoint = f"ipc://{tempfile.gettempdir()}/emews-{uuid.uuid4().hex[:12]}.sock"
+    cfg = {"exp": exp, "pilot": a.pilot, "algo": algo.stem, "algo_file": str(algo),
+           "space_file": str(space_file), "space_text": space_file.read_text(),
+           "space_json": space, "settings": settings, "impute": impute, "keep_models": keep,
+           "db": db, "run_dir": str(run_dir), "mode": mode, "timeout": timeout, "endpoint": endpoint}
+    cfg_file = run_dir / "config.json"
+    cfg_file.write_text(json.dumps(cfg, indent=1, default=str))
+    return cfg, cfg_file
+
+
+def launcher(procs: int) -> list[str]:
+    """``mpiexec -n PROCS`` by default; a site can set EMEWS_LAUNCHER, e.g. 'srun -n {procs}'."""
+    tmpl = os.environ.get("EMEWS_LAUNCHER")
+    if tmpl:
+        return [w.replace("{procs}", str(procs)) for w in shlex.split(tmpl)]
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    return [str(mpiexec) if mpiexec.exists() else (shutil.which("mpiexec") or "mpiexec"), "-n", str(procs)]
+
+
+def cmd_workflow(a: argparse.Namespace) -> int:
+    try:
+        cfg, cfg_file = prepare(a)
+    except (UsageError, SpaceError, PilotError) as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    procs = int(a.procs or 4)
+    cmd = launcher(procs) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
+    print(f"[emews] run directory: {cfg['run_dir']}", flush=True)
+    print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_sql(a: argparse.Namespace) -> int:
+    from sqlalchemy import create_engine, text
+    url = a.db or f"sqlite:///{Path(os.environ.get('EMEWS_RUNS', 'runs')).resolve() / 'emews.db'}"
+    with create_engine(url).connect() as c:
+        res = c.execute(text(a.query))
+        if res.returns_rows:
+            cols = list(res.keys())
+            print("\t".join(cols))
+            for row in res:
+                print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="emews", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("workflow", help="run a hyperparameter search (what `make workflow` calls)")
+    w.add_argument("--pilot", default="bench")
+    w.add_argument("--algo", default="random")
+    w.add_argument("--procs", default="4")
+    w.add_argument("--budget", default="")
+    w.add_argument("--space", default="")
+    w.add_argument("--db", default="")
+    w.add_argument("--exp", default="")
+    w.add_argument("--mode", default="resident")
+    w.add_argument("--timeout", default="")
+    w.add_argument("--settings", default="")
+    w.add_argument("--runs", default="", help="where run directories go (default ./runs or $EMEWS_RUNS)")
+    w.set_defaults(func=cmd_workflow)
+    q = sub.add_parser("sql", help="run an SQL query against the store")
+    q.add_argument("query")
+    q.add_argument("--db", default="")
+    q.set_defaults(func=cmd_sql)
+    a = ap.parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Search spaces in Python: CANDLE ParamHelpers files (exported to JSON by eq/space.R) or JSON.
+
+Python optimizers get the same space as R ones; the driver uses it to reject points that are
+outside the space before they reach a pilot.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+from pathlib import Path
+
+from emews_py.pilot import REPO_ROOT
+
+SPACE_R = REPO_ROOT / "eq" / "space.R"
+
+
+class SpaceError(Exception):
+    pass
+
+
+def _rscript(*args: str, timeout: float = 120) -> str:
+    try:
+        p = subprocess.run(["Rscript", "--vanilla", str(SPACE_R), *args], capture_output=True,
+                           text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SpaceError("Rscript is not on PATH; R is needed to read ParamHelpers space files. "
+                         "Run `make setup`, or give SPACE as a .json file.") from None
+    if p.returncode != 0:
+        msg = (p.stderr.strip() or p.stdout.strip()).replace("Execution halted", "").strip()
+        raise SpaceError(msg)
+    return p.stdout
+
+
+def load_space(path: str | Path) -> dict:
+    """The space as JSON (``{"source", "params": [...]}``); raises SpaceError naming the file."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SpaceError(f"search space file {path} does not exist. Set SPACE to a ParamHelpers R "
+                         f"file (param.set <- makeParamSet(...)) or a JSON space; defaults are in "
+                         f"{REPO_ROOT / 'workflows'}.")
+    if path.suffix.lower() == ".json":
+        try:
+            space = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SpaceError(f"search space file {path} is not valid JSON ({e}). Fix the file; "
+                             f"the format is in docs/eq-protocol.md.") from None
+        space.setdefault("source", str(path))
+    else:
+        out = _rscript("export", str(path))
+        try:
+            space = json.loads(out)
+        except json.JSONDecodeError:
+            raise SpaceError(f"eq/space.R gave no JSON for {path}: {out[:300]!r}") from None
+    _check(space, path)
+    return space
+
+
+def _check(space: dict, path: Path) -> None:
+    params = space.get("params") if isinstance(space, dict) else None
+    if not params:
+        raise SpaceError(f"search space {path} defines no parameters; add at least one to "
+                         f"param.set (or to \"params\" in a JSON space).")
+    for p in params:
+        if "id" not in p or p.get("type") not in ("numeric", "integer", "discrete", "logical"):
+            raise SpaceError(f"search space {path}: parameter {p!r} needs an \"id\" and a \"type\" "
+                             f"of numeric, integer, discrete or logical.")
+        if p["type"] in ("numeric", "integer") and not (p.get("lower") is not None
+                                                        and p.get("upper") is not None
+                                                        and p["lower"] <= p["upper"]):
+            raise SpaceError(f"search space {path}: parameter '{p['id']}' needs finite lower <= "
+                             f"upper bounds.")
+        if p["type"] == "discrete" and not p.get("values"):
+            raise SpaceError(f"search space {path}: discrete parameter '{p['id']}' has no values; "
+                             f"give it at least one.")
+
+
+def check_point(space: dict, point: dict) -> str | None:
+    """Why ``point`` (transformed values) is outside the space, or None if it is inside.
+
+    Bounds are checked only where no trafo applies (the trafo'd range is the R function's)."""
+    ids = {p["id"]: p for p in space["params"]}
+    for k, v in point.items():
+        p = ids.get(k)
+        if p is None:
+            return (f"parameter '{k}' is not in the search space {space.get('source')} "
+                    f"(it has {', '.join(ids)})")
+        if p.get("trafo"):
+            continue
+        t = p["type"]
+        if t in ("numeric", "integer"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (
+                    isinstance(v, float) and math.isnan(v)):
+                return f"parameter '{k}' = {v!r} is not a number"
+            if t == "integer" and float(v) != int(v):
+                return f"parameter '{k}' = {v!r} is not an integer"
+            if not (p["lower"] - 1e-9 <= v <= p["upper"] + 1e-9):
+                return f"parameter '{k}' = {v!r} is outside [{p['lower']}, {p['upper']}]"
+        elif t == "discrete":
+            if v not in p["values"] and str(v) not in [str(x) for x in p["values"]]:
+                return f"parameter '{k}' = {v!r} is not one of {p['values']}"
+        elif t == "logical" and not isinstance(v, bool):
+            return f"parameter '{k}' = {v!r} is not true/false"
+    return None
+
+
+class Space:
+    """Convenience for Python optimizers: sampling and trafo on the JSON space."""
+
+    def __init__(self, space: dict):
+        self.json = space
+        self.params = space["params"]
+        self.has_trafo = any(p.get("trafo") for p in self.params)
+
+    def sample(self, rng: random.Random) -> dict:
+        """One point, uniformly at random, before trafo."""
+        x = {}
+        for p in self.params:
+            t = p["type"]
+            if t == "numeric":
+                x[p["id"]] = rng.uniform(p["lower"], p["upper"])
+            elif t == "integer":
+                x[p["id"]] = rng.randint(int(p["lower"]), int(p["upper"]))
+            elif t == "discrete":
+                x[p["id"]] = rng.choice(p["values"])
+            else:
+                x[p["id"]] = rng.random() < 0.5
+        return x
+
+    def transform(self, points: list[dict]) -> list[dict]:
+        """Apply the space file's R trafo functions (one R call for the whole list)."""
+        if not self.has_trafo or not points:
+            return points
+        return json.loads(_rscript("transform", self.json["source"], json.dumps(points)))

@@ -1,0 +1,69 @@
+"""EQ/Py: the EMEWS Python API. An algorithm does ``import eqpy`` and calls ``eqpy.OUT_put`` /
+``eqpy.IN_get``; the helpers below (``settings``, ``submit``, ``results``, ``batch``, ``done``)
+are built on those two calls only (docs/eq-protocol.md)."""
+from __future__ import annotations
+
+import json
+import math
+
+from emews_py import eq as _eq
+
+
+def OUT_put(string_params: str) -> None:
+    _eq.client().OUT_put(string_params)
+
+
+def IN_get() -> str:
+    return _eq.client().IN_get()
+
+
+def settings() -> dict:
+    """The "Params" handshake: the workflow's algorithm settings as a dict (with "space")."""
+    OUT_put("Params")
+    return json.loads(IN_get())
+
+
+def _clean(p: dict) -> dict:
+    out = {}
+    for k, v in p.items():
+        if hasattr(v, "item"):  # numpy scalars
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _request(msg: dict) -> dict:
+    OUT_put(json.dumps(msg))
+    return json.loads(IN_get())
+
+
+def submit(points: list[dict]) -> list[int]:
+    """Queue points without waiting; returns their trial ids."""
+    return _request({"eq": "submit", "points": [_clean(p) for p in points]})["ids"]
+
+
+def results(min: int = 1) -> dict:
+    """Wait for at least ``min`` submitted trials to finish; returns the reply dict
+    (``results``, ``pending``, ``free``, ``workers``)."""
+    return _request({"eq": "results", "min": int(min)})
+
+
+def batch(points: list[dict]) -> list[dict]:
+    """Run points and wait for all of them; results in order, each with id, status, objective."""
+    return _request({"eq": "batch", "points": [_clean(p) for p in points]})["results"]
+
+
+def status() -> dict:
+    return _request({"eq": "status"})
+
+
+def done(final) -> None:
+    """End the experiment: "DONE" then the final message (a string, or JSON-encoded)."""
+    OUT_put("DONE")
+    OUT_put(final if isinstance(final, str) else json.dumps(final))
+
+
+def value(r: dict, impute: float = math.nan) -> float:
+    """The objective of a result, or ``impute`` for a failed or timed-out trial."""
+    o = r.get("objective")
+    return impute if (r.get("status") != "completed" or o is None) else float(o)

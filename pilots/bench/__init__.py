@@ -1,0 +1,60 @@
+"""Analytic benchmark functions as a pilot: the farm's machinery without Keras.
+
+``sleep`` simulates training time (and honours the trial's time limit); ``fail = True`` makes the
+trial raise, to exercise failure handling.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from emews_py.pilot import PilotError, pilot_params
+
+MINIMA = {"branin": 0.397887357729739, "hartmann6": -3.32236801141551, "mixed": 0.0, "noop": 0.0}
+
+_H_A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]]
+_H_P = [[0.1312, 0.1696, 0.5569, 0.0124, 0.8283, 0.5886],
+        [0.2329, 0.4135, 0.8307, 0.3736, 0.1004, 0.9991],
+        [0.2348, 0.1451, 0.3522, 0.2883, 0.3047, 0.6650],
+        [0.4047, 0.8828, 0.8732, 0.5743, 0.1091, 0.0381]]
+_H_ALPHA = [1.0, 1.2, 3.0, 3.2]
+_CAT = {"a": 0.0, "b": 0.3, "c": 0.6, "d": 1.0}
+
+
+def branin(x1: float, x2: float) -> float:
+    b, c, t = 5.1 / (4 * math.pi ** 2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1 ** 2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+def hartmann6(x: list[float]) -> float:
+    return -sum(a * math.exp(-sum(A * (xj - P) ** 2 for A, xj, P in zip(Ai, x, Pi)))
+                for a, Ai, Pi in zip(_H_ALPHA, _H_A, _H_P))
+
+
+def mixed(x1: float, x2: float, n: int, cat: str) -> float:
+    if cat not in _CAT:
+        raise PilotError(f"bench mixed: cat = {cat!r} is not one of {sorted(_CAT)}")
+    return (x1 - 0.3) ** 2 + (x2 + 0.1) ** 2 + 0.05 * (n - 7) ** 2 + _CAT[cat]
+
+
+def run(params: dict, ctx) -> float:
+    p = pilot_params(__file__, params)
+    f = p["function"]
+    if p["sleep"]:
+        end = time.time() + float(p["sleep"])
+        while time.time() < end:  # cooperative time limit, as a Keras callback would do
+            ctx.check_deadline()
+            time.sleep(min(0.05, max(0.0, end - time.time())))
+    if p["fail"]:
+        raise RuntimeError("bench pilot asked to fail (fail = True)")
+    if f == "noop":
+        return 0.0
+    if f == "branin":
+        return branin(float(p["x1"]), float(p["x2"]))
+    if f == "hartmann6":
+        return hartmann6([float(p[f"x{i}"]) for i in range(1, 7)])
+    if f == "mixed":
+        return mixed(float(p["x1"]), float(p["x2"]), int(p["n"]), str(p["cat"]))
+    raise PilotError(f"bench: unknown function {f!r}; use one of {', '.join(MINIMA)} "
+                     f"(parameter 'function' in pilots/bench/bench_default_model.txt or the space)")
