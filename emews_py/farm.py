@@ -238,6 +238,7 @@ class Driver:
         self.hello: dict[int, dict] = {}
         self.opt_proc = None
         self.opt_log_pos = 0
+        self.sends: list = []           # outstanding isend requests (kept alive until complete)
 
     # ---- optimizer process ------------------------------------------------------------------
     def start_optimizer(self) -> None:
@@ -428,7 +429,9 @@ class Driver:
                 t.update(status="running", worker=rank, started_at=now)
                 batch.append((t["id"], t["params"]))
             self.n_running += len(batch)
-            self.comm.send(batch, dest=rank, tag=TAG_TASKS)
+            # Never a blocking send here: a worker may be blocked sending us a large result
+            # message at the same moment (MPI rendezvous), and both would wait forever.
+            self.sends.append(self.comm.isend(batch, dest=rank, tag=TAG_TASKS))
             self.inflight[rank] = n + 1
 
     def handle_mpi(self, msg, source: int, tag: int) -> None:
@@ -511,6 +514,8 @@ class Driver:
                     self.handle_eq(*eqm)
                     progressed = True
                 self.dispatch()
+                if self.sends:
+                    self.sends = [r for r in self.sends if not r.Test()]
                 if self.request is not None:
                     self.maybe_answer()
                 now = _now()

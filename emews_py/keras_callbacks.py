@@ -276,3 +276,18 @@ def cross_entropy(truth, prob) -> float:
     p = np.clip(np.asarray(prob, dtype=np.float64), 1e-7, None)
     p = p / p.sum(axis=1, keepdims=True)
     return float(-np.mean(np.log(p[np.arange(len(truth)), np.asarray(truth, dtype=int)])))
+
+
+def predict_np(model, x, batch_size: int = 512):
+    """``model(x)`` in batches, as numpy (a dict of arrays for dict outputs).
+
+    Unlike ``model.predict`` this builds no tf.function, so a resident worker that builds a new
+    model per trial does not pile up retracing warnings.
+    """
+    import numpy as np
+    outs = []
+    for i in range(0, len(x), batch_size):
+        outs.append(model(x[i:i + batch_size], training=False))
+    if isinstance(outs[0], dict):
+        return {k: np.concatenate([keras.ops.convert_to_numpy(o[k]) for o in outs]) for k in outs[0]}
+    return np.concatenate([keras.ops.convert_to_numpy(o) for o in outs])

@@ -1,0 +1,190 @@
+"""Search quality of r_algorithms/mlrMBO.R against random search and Optuna TPE.
+
+Median best-found regret after 100 evaluations (batches of 8) over >= 10 seeds on Branin
+(min 0.397887), Hartmann6 (min -3.32237) and the mixed function of DESIGN.md (min 0):
+
+  * mlrMBO batch   r_algorithms/mlrMBO.R, mode = 'batch', propose.points = 8
+  * mlrMBO stream  r_algorithms/mlrMBO.R, mode = 'stream', 8 simulated workers
+  * random (R)     r_algorithms/random.R (plain EMEWS ';' batches of 8)
+  * TPE (Optuna)   optuna.samplers.TPESampler, ask/tell in batches of 8 (outside reference)
+
+The R optimizers run UNMODIFIED through tests/r/fake_eq.R: the EQ driver side is emulated in
+process and the farm is SIMULATED (random trial durations in simulated time), so this measures
+search quality, not dispatch speed. Seeds run in parallel, at most --jobs (default 2) processes.
+
+    .venv/bin/python benchmarks/optimizer_quality.py [--seeds 10] [--jobs 2]
+        [--algos mbo_batch,mbo_stream,random,tpe] [--functions branin,hartmann6,mixed]
+        [--mbo-settings "num.trees = 100"]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MINIMA = {"branin": 0.397887, "hartmann6": -3.32237, "mixed": 0.0}
+SPACES = {"branin": "workflows/bench_branin.R", "hartmann6": "workflows/bench_hartmann6.R",
+          "mixed": "workflows/bench_mixed.R"}
+REFERENCE = {  # measured on this machine before this optimizer existed (DESIGN.md)
+    "tpe": {"branin": 0.057, "hartmann6": 0.21, "mixed": 0.003},
+    "random": {"branin": 0.41, "hartmann6": 1.33, "mixed": 0.32},
+    "naive R loop": {"branin": 0.070, "hartmann6": 0.48, "mixed": 0.16},
+}
+BUDGET, BATCH = 100, 8
+
+R_JOB = r"""
+args <- commandArgs(trailingOnly = TRUE)
+home <- args[1]; algo <- args[2]; space <- args[3]; seed <- as.integer(args[4]); extra <- args[5]
+EQ_HOME <- home
+source(file.path(home, "tests", "r", "fake_eq.R"))
+mode <- if (algo == "mbo_stream") "stream" else "batch"
+settings <- sprintf("max.budget = %d, propose.points = %d, workers = %d, seed = %d, mode = '%s', verbose = FALSE, param.set.file = '%s'",
+                    %BUDGET%L, %BATCH%L, %BATCH%L, seed, mode, file.path(home, space))
+if (nzchar(extra) && algo != "random") settings <- paste0(settings, ", ", extra)
+file <- if (algo == "random") "random" else "mlrMBO"
+t0 <- proc.time()[["elapsed"]]
+h <- suppressMessages(fake_eq_run(file, settings, workers = %BATCH%L, seed = seed + 1000L))
+tr <- fake_eq_trials(h)
+cat("RESULT", jsonlite::toJSON(list(objective = tr$objective, seconds = proc.time()[["elapsed"]] - t0,
+    distinct = nrow(unique(do.call(rbind, lapply(tr$params, function(p) as.data.frame(p, optional = TRUE)))))),
+    digits = NA, na = "null", auto_unbox = TRUE), "\n")
+""".replace("%BUDGET%", str(BUDGET)).replace("%BATCH%", str(BATCH))
+
+
+def run_r(script: str, algo: str, fn: str, seed: int, extra: str) -> dict:
+    cmd = ["Rscript", "--vanilla", script, str(REPO), algo, SPACES[fn], str(seed), extra]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            out = json.loads(line[len("RESULT "):])
+            ys = [y for y in out["objective"] if y is not None and not math.isnan(y)]
+            return {"regret": min(ys) - MINIMA[fn], "seconds": out["seconds"], "n": len(out["objective"]),
+                    "distinct": out["distinct"]}
+    raise RuntimeError(f"{algo} {fn} seed {seed} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
+
+
+# --- Optuna TPE reference, in process ---------------------------------------------------------
+def branin(x1, x2):
+    a, b, c, r, s, t = 1, 5.1 / (4 * math.pi ** 2), 5 / math.pi, 6, 10, 1 / (8 * math.pi)
+    return a * (x2 - b * x1 ** 2 + c * x1 - r) ** 2 + s * (1 - t) * math.cos(x1) + s
+
+
+_A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
+      [17, 8, 0.05, 10, 0.1, 14]]
+_P = [[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+      [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]]
+_ALPHA = [1.0, 1.2, 3.0, 3.2]
+
+
+def hartmann6(x):
+    return -sum(_ALPHA[i] * math.exp(-sum(_A[i][j] * (x[j] - 1e-4 * _P[i][j]) ** 2 for j in range(6)))
+                for i in range(4))
+
+
+def mixed(x1, x2, n, cat):
+    return (x1 - 0.3) ** 2 + (x2 + 0.1) ** 2 + 0.05 * (n - 7) ** 2 + {"a": 0, "b": 0.3, "c": 0.6, "d": 1.0}[cat]
+
+
+def run_tpe(fn: str, seed: int) -> dict:
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    t0 = time.time()
+    best = math.inf
+    done = 0
+    while done < BUDGET:
+        trials = [study.ask() for _ in range(min(BATCH, BUDGET - done))]
+        for t in trials:
+            if fn == "branin":
+                y = branin(t.suggest_float("x1", -5, 10), t.suggest_float("x2", 0, 15))
+            elif fn == "hartmann6":
+                y = hartmann6([t.suggest_float(f"x{i}", 0, 1) for i in range(1, 7)])
+            else:
+                y = mixed(t.suggest_float("x1", -1, 1), t.suggest_float("x2", -1, 1),
+                          t.suggest_int("n", 1, 20), t.suggest_categorical("cat", ["a", "b", "c", "d"]))
+            study.tell(t, y)
+            best = min(best, y)
+        done += len(trials)
+    return {"regret": best - MINIMA[fn], "seconds": time.time() - t0, "n": done, "distinct": None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=2, help="parallel R processes (at most 2 on this machine)")
+    ap.add_argument("--algos", default="mbo_batch,mbo_stream,random,tpe")
+    ap.add_argument("--functions", default="branin,hartmann6,mixed")
+    ap.add_argument("--mbo-settings", default="", help="extra mlrMBO settings (R argument text)")
+    ap.add_argument("--json", help="write all per-seed results to this file")
+    a = ap.parse_args(argv)
+    algos = a.algos.split(",")
+    fns = a.functions.split(",")
+    seeds = list(range(1, a.seeds + 1))
+    print(f"optimizer quality: {BUDGET} evaluations in batches of {BATCH}, {len(seeds)} seeds; R optimizers run "
+          f"unmodified through tests/r/fake_eq.R with a SIMULATED farm ({BATCH} workers, random durations in "
+          f"simulated time): this measures search quality, not dispatch.", flush=True)
+    if a.mbo_settings:
+        print(f"extra mlrMBO settings: {a.mbo_settings}", flush=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as f:
+        f.write(R_JOB)
+        script = f.name
+    results: dict = {}
+    t0 = time.time()
+    try:
+        jobs = [(al, fn, s) for al in algos if al != "tpe" for fn in fns for s in seeds]
+        with ThreadPoolExecutor(max_workers=max(1, min(2, a.jobs))) as ex:
+            futs = {ex.submit(run_r, script, al, fn, s, a.mbo_settings): (al, fn, s) for al, fn, s in jobs}
+            if "tpe" in algos:
+                for fn in fns:
+                    for s in seeds:
+                        results[("tpe", fn, s)] = run_tpe(fn, s)
+            for fut, key in futs.items():
+                results[key] = fut.result()
+    finally:
+        os.unlink(script)
+    names = {"mbo_batch": "mlrMBO batch", "mbo_stream": "mlrMBO stream", "random": "random (R)",
+             "tpe": "Optuna TPE"}
+    med = {(al, fn): statistics.median(results[(al, fn, s)]["regret"] for s in seeds) for al in algos for fn in fns}
+    secs = {al: statistics.mean(results[(al, fn, s)]["seconds"] for fn in fns for s in seeds) for al in algos}
+    print()
+    print(f"median regret after {BUDGET} evaluations ({len(seeds)} seeds)")
+    print(f"{'algorithm':<16}" + "".join(f"{fn:>12}" for fn in fns) + f"{'s/run':>9}")
+    for al in algos:
+        print(f"{names.get(al, al):<16}" + "".join(f"{med[(al, fn)]:>12.4g}" for fn in fns) + f"{secs[al]:>9.1f}")
+    for ref, vals in REFERENCE.items():
+        print(f"{'ref ' + ref:<16}" + "".join(f"{vals[fn]:>12.4g}" for fn in fns) + f"{'':>9}")
+    for al in algos:
+        if al.startswith("mbo"):
+            d = [results[(al, fn, s)]["distinct"] for fn in fns for s in seeds]
+            print(f"{names[al]}: distinct points per run min {min(d)} of {BUDGET}")
+    print()
+    ok_all = True
+    for al in [x for x in algos if x.startswith("mbo")]:
+        if "random" in algos:
+            beat_random = all(med[(al, fn)] < med[("random", fn)] for fn in fns)
+        else:
+            beat_random = all(med[(al, fn)] < REFERENCE["random"][fn] for fn in fns)
+        tpe = {fn: med[("tpe", fn)] if "tpe" in algos else REFERENCE["tpe"][fn] for fn in fns}
+        # "matches" = within 10% (or 0.005 absolute, for regrets near zero) of TPE's median
+        match = [fn for fn in fns if med[(al, fn)] <= max(1.1 * tpe[fn], tpe[fn] + 0.005)]
+        ok = beat_random and len(match) >= min(2, len(fns))
+        ok_all &= ok
+        print(f"target {names[al]}: beats random on all: {'yes' if beat_random else 'NO'}; matches or beats TPE on "
+              f"{len(match)} of {len(fns)} ({', '.join(match) or 'none'}) -> {'MET' if ok else 'NOT MET'}")
+    print(f"wall time {time.time() - t0:.0f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({f"{k[0]}/{k[1]}/{k[2]}": v for k, v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

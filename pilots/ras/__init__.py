@@ -1,0 +1,232 @@
+"""ras: a stacked autoencoder of molecules in coarse-grained membrane simulations (like CANDLE P2B1).
+
+Each sample is one lipid with its ``molecular_nbrs`` nearest neighbour lipids in one frame of a
+Martini trajectory: a 2-D array of (molecules x 12 beads) rows by 20 bead features (positions
+relative to the lipid's centre, lipid type and bead location one-hots, bond lengths). The model is
+P2B1's ``conv_dense_mol_auto``: optional 1-D convolutions (one per bead, then one per molecule),
+a dense encoder (``dense``, the last size is the latent code), a mirrored dense decoder and a
+linear output of the input's shape. The objective is the validation reconstruction loss (MSE) of
+the saved model. Data layout and sources: ``pilots/ras/data.py`` and ``docs/pilots.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+from emews_py.keras_callbacks import callbacks_for, configure_threads, keras, log_import
+from emews_py.pilot import PilotError, pilot_params
+
+from . import data as ras_data
+
+PILOT = "ras"
+configure_threads()
+log_import(PILOT)
+
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+              "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam"}
+LOSSES = ("mse", "mae", "huber")
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def _err(name: str, value, want: str) -> PilotError:
+    return PilotError(f"pilot '{PILOT}': parameter '{name}' is {value!r}; it must be {want}.")
+
+
+def to_int(v, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(v, bool):
+        raise _err(name, v, "an integer")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise _err(name, v, "an integer") from None
+    if not math.isfinite(f) or f != int(f):
+        raise _err(name, v, "an integer")
+    i = int(f)
+    if (lo is not None and i < lo) or (hi is not None and i > hi):
+        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise _err(name, v, f"an integer {rng}")
+    return i
+
+
+def to_float(v, name: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(v, bool):
+        raise _err(name, v, "a number")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise _err(name, v, "a number") from None
+    if not math.isfinite(f) or (lo is not None and f < lo) or (hi is not None and f > hi):
+        raise _err(name, v, f"a number in [{lo}, {hi}]")
+    return f
+
+
+def to_bool(v, name: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "t", "yes", "1", "false", "f", "no", "0"):
+        return v.strip().lower() in ("true", "t", "yes", "1")
+    raise _err(name, v, "true or false")
+
+
+def to_int_list(v, name: str) -> list[int]:
+    """A layer-size list from a list, an int, or a string: '256,64,16', '256 64 16', '[256, 64]'.
+
+    Search spaces keep values JSON-representable, so a discrete choice of layer lists is given as
+    strings; '' or '0' or [] means no layers."""
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            try:
+                v = json.loads(s)
+            except ValueError:
+                raise _err(name, v, "a list of layer sizes like '256,64,16'") from None
+        else:
+            v = [t for t in s.replace(",", " ").split()]
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, (list, tuple)):
+        raise _err(name, v, "a list of layer sizes like '256,64,16'")
+    out = [to_int(x, name, lo=0) for x in v]
+    return [x for x in out if x > 0]
+
+
+def resolve_params(params: dict) -> dict:
+    """Defaults from ``ras_default_model.txt``, overridden by ``params``, checked and typed."""
+    p = pilot_params(__file__, params)  # an unknown name raises UnknownParameterError naming it
+    q = dict(p)
+    q["data_dir"] = str(p["data_dir"] or os.environ.get("EMEWS_RAS_DATA_DIR", "") or "")
+    q["data_set"] = str(p["data_set"])
+    q["molecular_nbrs"] = to_int(p["molecular_nbrs"], "molecular_nbrs", 0, ras_data.MAX_NBRS)
+    q["type_bool"] = to_bool(p["type_bool"], "type_bool")
+    q["conv_bool"] = to_bool(p["conv_bool"], "conv_bool")
+    q["conv_features"] = to_int_list(p["conv_features"], "conv_features")
+    q["dense"] = to_int_list(p["dense"], "dense")
+    if not q["dense"]:
+        raise _err("dense", p["dense"], "at least one layer size (the last is the latent code)")
+    q["batch_size"] = to_int(p["batch_size"], "batch_size", 1)
+    q["epochs"] = to_int(p["epochs"], "epochs", 1)
+    q["learning_rate"] = to_float(p["learning_rate"], "learning_rate", 0.0)
+    q["dropout"] = to_float(p["dropout"], "dropout", 0.0, 0.95)
+    q["noise_factor"] = to_float(p["noise_factor"], "noise_factor", 0.0, 0.95)
+    q["l2_reg"] = to_float(p["l2_reg"], "l2_reg", 0.0)
+    q["batch_norm"] = to_bool(p["batch_norm"], "batch_norm")
+    q["validation_split"] = to_float(p["validation_split"], "validation_split", 0.01, 0.9)
+    q["max_samples"] = to_int(p["max_samples"], "max_samples", 0)
+    q["rng_seed"] = to_int(p["rng_seed"], "rng_seed", 0)
+    q["verbose"] = to_int(p["verbose"], "verbose", 0, 2)
+    opt = str(p["optimizer"]).lower()
+    if opt not in OPTIMIZERS:
+        raise _err("optimizer", p["optimizer"], f"one of {', '.join(OPTIMIZERS)}")
+    q["optimizer"] = opt
+    loss = str(p["loss"]).lower()
+    if loss not in LOSSES:
+        raise _err("loss", p["loss"], f"one of {', '.join(LOSSES)}")
+    q["loss"] = loss
+    try:
+        keras.activations.get(str(p["activation"]))
+    except (ValueError, TypeError):
+        raise _err("activation", p["activation"], "a Keras activation such as relu, elu, tanh") \
+            from None
+    q["activation"] = str(p["activation"])
+    return q
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(input_shape: tuple[int, int], p: dict):
+    """P2B1's conv_dense_mol_auto in Keras 3: returns (autoencoder, encoder)."""
+    rows, nf = input_shape
+    n_beads = rows // (p["molecular_nbrs"] + 1)  # 12 for Martini lipids and P2B1 files
+    act = p["activation"]
+    reg = keras.regularizers.L2(p["l2_reg"]) if p["l2_reg"] > 0 else None
+    dense_kw = dict(activation=act, kernel_regularizer=reg, kernel_initializer="glorot_normal")
+
+    def post(h, name, drop=True):
+        if p["batch_norm"]:
+            h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
+        if drop and p["dropout"] > 0:
+            h = keras.layers.Dropout(p["dropout"], name=f"{name}_drop")(h)
+        return h
+
+    inp = keras.Input(shape=(rows, nf), name="molecules")
+    h = inp
+    if p["noise_factor"] > 0:  # denoising AE: mask inputs at random, in training only
+        h = keras.layers.Dropout(p["noise_factor"], name="input_noise")(h)
+    if p["conv_bool"] and p["conv_features"]:
+        for i, filters in enumerate(p["conv_features"]):
+            if i == 1:  # one window per molecule (P2B1: kernel = stride = beads per molecule)
+                k, s = n_beads, n_beads
+            else:      # i == 0: one bead at a time (P2B1: kernel = stride = bead features)
+                k, s = 1, 1
+            h = keras.layers.Conv1D(filters, k, strides=s, name=f"conv_{i}", **dense_kw)(h)
+            h = post(h, f"conv_{i}")
+    h = keras.layers.Flatten(name="flatten")(h)
+    dense = p["dense"]
+    for i, units in enumerate(dense):
+        last = i == len(dense) - 1
+        h = keras.layers.Dense(units, name="latent" if last else f"enc_{i}", **dense_kw)(h)
+        h = post(h, "latent" if last else f"enc_{i}", drop=not last)
+    encoded = h
+    for i, units in reversed(list(enumerate(dense[:-1]))):
+        h = keras.layers.Dense(units, name=f"dec_{i}", **dense_kw)(h)
+        h = post(h, f"dec_{i}")
+    h = keras.layers.Dense(rows * nf, name="reconstruction", kernel_regularizer=reg)(h)
+    out = keras.layers.Reshape((rows, nf), name="molecules_out")(h)
+    return (keras.Model(inp, out, name="ras_autoencoder"),
+            keras.Model(inp, encoded, name="ras_encoder"))
+
+
+def make_optimizer(p: dict):
+    cls = getattr(keras.optimizers, OPTIMIZERS[p["optimizer"]])
+    return cls(learning_rate=p["learning_rate"])
+
+
+# ----------------------------------------------------------------------------- trial
+
+def run(params: dict, ctx) -> dict:
+    """Train one autoencoder; the objective is its validation reconstruction MSE."""
+    t0 = time.time()
+    p = resolve_params(params)
+    x_tr, x_va, info = ras_data.load_data(p)
+    t_data = time.time() - t0
+    ctx.check_deadline()
+
+    keras.backend.clear_session()  # a resident worker must not pile up graphs across trials
+    keras.utils.set_random_seed(p["rng_seed"])
+    model, _ = build_model(x_tr.shape[1:], p)
+    model.compile(optimizer=make_optimizer(p), loss=p["loss"], metrics=["mse"])
+    hist = model.fit(x_tr, x_tr, validation_data=(x_va, x_va), epochs=p["epochs"],
+                     batch_size=p["batch_size"], shuffle=True, verbose=p["verbose"],
+                     callbacks=callbacks_for(ctx, params=dict(params)))
+    val_loss, val_mse = (float(v) for v in model.evaluate(x_va, x_va, batch_size=256, verbose=0))
+    if not math.isfinite(val_mse):
+        raise PilotError(f"pilot '{PILOT}': training diverged (validation MSE {val_mse}) with "
+                         f"learning_rate={p['learning_rate']}, optimizer={p['optimizer']}; "
+                         f"lower the learning rate.")
+    path = ctx.model_path()
+    model.save(path)
+    epochs_run = len(hist.history.get("loss", []))
+    metrics = {"val_mse": val_mse, "val_loss": val_loss,
+               "train_loss": float(hist.history["loss"][-1]) if epochs_run else None,
+               "epochs_run": epochs_run, "n_params": int(model.count_params()),
+               "latent_dim": p["dense"][-1], "train_samples": info["train_samples"],
+               "val_samples": info["val_samples"], "sample_shape": info["sample_shape"],
+               "data_seconds": round(t_data, 3), "seconds": round(time.time() - t0, 3),
+               "timed_out": bool(getattr(ctx, "timed_out", False))}
+    print(f"pilot {PILOT}: trial {getattr(ctx, 'trial_id', '?')} val_mse={val_mse:.5f} "
+          f"({epochs_run} epochs, {metrics['seconds']:.1f} s)", file=sys.stderr, flush=True)
+    return {"objective": val_mse, "metrics": metrics, "model_path": str(path)}
+
+
+def load_model(path):
+    """Reload a stored ras model (plain Keras layers only; no custom objects needed)."""
+    return keras.models.load_model(path)
+
+
+__all__ = ["run", "build_model", "resolve_params", "load_model"]
