@@ -321,3 +321,50 @@ def test_idle_ranks_do_not_spin(tmp_path):
     assert proc.wait(60) == 0
     # 1 trial sleeping, 2 workers idle: all three together well under a tenth of a core
     assert sum(used.values()) < 0.3 * 3.0 / 3, used
+
+
+STREAM_PY = textwrap.dedent("""\
+    import json
+    import eqpy
+
+
+    def run():
+        s = eqpy.settings()
+        assert s["workers"] == 2 and s["space"]["params"]
+        log = []
+        ids = eqpy.submit([{"x1": 1.0, "sleep": 0.0}, {"x1": 2.0, "sleep": 1.5}])
+        log.append({"ids": ids})
+        r = eqpy.results(min=1)        # the fast trial comes back while the slow one runs
+        log.append({"first": [x["id"] for x in r["results"]], "pending": r["pending"],
+                    "free": r["free"]})
+        ids2 = eqpy.submit([{"x1": 3.0, "sleep": 0.0}] * r["free"])
+        rest = []
+        while len(rest) < 1 + len(ids2):
+            rest += eqpy.results(min=1)["results"]
+        log.append({"rest": sorted(x["id"] for x in rest)})
+        b = eqpy.batch([{"x1": 4.0, "sleep": 0.0}, {"x1": 5.0, "sleep": 0.0}])
+        log.append({"batch": [[x["id"], x["status"], x["objective"]] for x in b]})
+        log.append({"status": eqpy.status()})
+        eqpy.done(log)
+    """)
+
+
+def test_streaming_extension_results_carry_ids(tmp_path):
+    space = json_space(tmp_path / "s.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "sleep", "type": "numeric", "lower": 0, "upper": 5}])
+    algos = tmp_path / "algos"
+    write(algos, "stream_test.py", STREAM_PY)
+    p = run_workflow(tmp_path, "--algo", "stream_test", "--procs", "3", "--space", str(space),
+                     env={"EMEWS_ALGORITHM_PATH": str(algos)})
+    assert p.returncode == 0, output(p)
+    log = __import__("json").loads(query(tmp_path, "SELECT final_message FROM experiments")[0]
+                                   ["final_message"])
+    fast, slow = log[0]["ids"]
+    assert log[1] == {"first": [fast], "pending": 1, "free": 1}
+    ids2 = [r["id"] for r in query(tmp_path, "SELECT id FROM trials WHERE params LIKE '%3.0%'")]
+    assert log[2]["rest"] == sorted([slow] + ids2)
+    rows = {r["id"]: r for r in query(tmp_path, "SELECT id, objective, status FROM trials")}
+    for tid, status, obj in log[3]["batch"]:
+        assert status == "completed" and rows[tid]["objective"] == pytest.approx(obj)
+    assert log[4]["status"]["completed"] == len(rows) == 5
