@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import configparser
+import contextlib
+import fcntl
 import importlib
 import os
 import time
@@ -180,3 +182,17 @@ def data_cache_dir(pilot: str) -> Path:
     d = root / pilot
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@contextlib.contextmanager
+def prepare_lock(path: str | os.PathLike):
+    """An exclusive lock file: resident workers on one machine that start together prepare a
+    pilot's data once; the others wait, then find it ready."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -21,8 +21,6 @@ Each is split once, stratified, 80 % / 20 % (seed 2016), into ``{set}_train.csv`
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -33,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError
+from emews_py.pilot import PilotError, prepare_lock
 
 DATA_VERSION = 1
 SEED = 2016
@@ -69,17 +67,6 @@ write.table(cbind(y, x), file = "{out}", sep = ",", row.names = FALSE, col.names
 writeLines(colnames(x), "{probes}")
 writeLines(rownames(x), "{samples}")
 """
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def file_names(data_set: str) -> tuple[str, str]:
@@ -140,7 +127,7 @@ def default_data_dir(data_set: str, cache_root: Path) -> Path:
     dest = cache_root / f"{data_set}_nt3"
     if _is_ready(dest):
         return dest
-    with _locked(cache_root / f".{data_set}.lock"):
+    with prepare_lock(cache_root / f".{data_set}.lock"):
         if _is_ready(dest):
             return dest
         tmp = Path(tempfile.mkdtemp(prefix=f".{data_set}_", dir=cache_root))

@@ -40,7 +40,6 @@ bond lengths ``/10``; padded beads and missing neighbours are all zero. Shape
 """
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -51,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError, data_cache_dir
+from emews_py.pilot import PilotError, data_cache_dir, prepare_lock
 
 PREP_VERSION = 1
 NUM_BEADS = 12
@@ -228,8 +227,7 @@ def prepare(data_set: str = "membrane", cache_dir: Path | None = None) -> tuple[
 
     if fresh():
         return out, False
-    with open(cache_dir / f"{data_set}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with prepare_lock(cache_dir / f"{data_set}.lock"):
         if fresh():  # another worker built it while we waited
             return out, False
         t0 = time.time()

@@ -28,8 +28,6 @@ features, and the result is written in the P3B1 layout into the data cache, once
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -39,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError
+from emews_py.pilot import PilotError, prepare_lock
 
 DEFAULT_SET = "hhs_breach"
 DATA_VERSION = 1          # bump when the preparation changes; old caches are rebuilt
@@ -54,18 +52,6 @@ TASKS = {
 }
 
 BUILD_COUNT = 0  # how many times this process built the default data (tests check reuse)
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock file: workers on one machine prepare the data once, the others wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_breach_reports():
@@ -165,7 +151,7 @@ def default_data_dir(cache_root: Path) -> Path:
     dest = cache_root / f"{DEFAULT_SET}_p3b1"
     if _is_ready(dest):
         return dest
-    with _locked(cache_root / f".{DEFAULT_SET}.lock"):
+    with prepare_lock(cache_root / f".{DEFAULT_SET}.lock"):
         if _is_ready(dest):  # another worker built it while we waited
             return dest
         tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_SET}_", dir=cache_root))
