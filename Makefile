@@ -40,10 +40,22 @@ venv: $(VENV)/.installed
 test: venv
 	$(PY) -m pytest -q tests
 
+# The variables reach the command through the environment, never re-parsed by the shell, so
+# SETTINGS="mode = 'batch'" and paths with spaces arrive as written.
+workflow: export PILOT := $(PILOT)
+workflow: export ALGO := $(ALGO)
+workflow: export PROCS := $(PROCS)
+workflow: export BUDGET := $(BUDGET)
+workflow: export SPACE := $(SPACE)
+workflow: export DB := $(DB)
+workflow: export EXP := $(EXP)
+workflow: export MODE := $(MODE)
+workflow: export TIMEOUT := $(TIMEOUT)
+workflow: export SETTINGS := $(SETTINGS)
 workflow: venv
-	@$(VENV)/bin/emews workflow --pilot '$(PILOT)' --algo '$(ALGO)' --procs '$(PROCS)' \
-	  --budget '$(BUDGET)' --space '$(SPACE)' --db '$(DB)' --exp '$(EXP)' --mode '$(MODE)' \
-	  --timeout '$(TIMEOUT)' --settings '$(SETTINGS)'
+	@$(VENV)/bin/emews workflow --pilot "$$PILOT" --algo "$$ALGO" --procs "$$PROCS" \
+	  --budget "$$BUDGET" --space "$$SPACE" --db "$$DB" --exp "$$EXP" --mode "$$MODE" \
+	  --timeout "$$TIMEOUT" --settings "$$SETTINGS"
 
 clean:
 	rm -rf runs .pytest_cache
