@@ -171,14 +171,21 @@ def cmd_workflow(a: argparse.Namespace) -> int:
 
 def cmd_sql(a: argparse.Namespace) -> int:
     from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
     url = a.db or f"sqlite:///{Path(os.environ.get('EMEWS_RUNS', 'runs')).resolve() / 'emews.db'}"
-    with create_engine(url).connect() as c:
-        res = c.execute(text(a.query))
-        if res.returns_rows:
-            cols = list(res.keys())
-            print("\t".join(cols))
-            for row in res:
-                print("\t".join("" if v is None else str(v) for v in row))
+
+    def cell(v):
+        return json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v))
+    try:
+        with create_engine(url).connect() as c:
+            res = c.execute(text(a.query))
+            if res.returns_rows:
+                print("\t".join(res.keys()))
+                for row in res:
+                    print("\t".join(cell(v) for v in row))
+    except SQLAlchemyError as e:
+        sys.stderr.write(f"emews: error: {getattr(e, 'orig', None) or e}\n")
+        return 1
     return 0
 
 

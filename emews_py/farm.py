@@ -426,7 +426,10 @@ class Driver:
             batch = []
             for _ in range(min(size, len(self.queue))):
                 t = self.trials[self.queue.popleft()]
-                t.update(status="running", worker=rank, started_at=now)
+                t.update(status="running", worker=rank, started_at=now,
+                         host=self.hello.get(rank, {}).get("host"))
+                # Same dict as the later result: a fast trial still costs one UPDATE per flush.
+                self.writer.trial_changed(t)
                 batch.append((t["id"], t["params"]))
             self.n_running += len(batch)
             # Never a blocking send here: a worker may be blocked sending us a large result

@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import pytest
+
+
+# ---- PostgreSQL (tests/pg_server.py) --------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A SQLAlchemy URL for a fresh database on a real, throwaway PostgreSQL server (127.0.0.1,
+    a free port, trust auth for loopback), stopped and deleted after the session. Missing
+    binaries are a test failure that says to run `make setup`, never a silent skip."""
+    from pg_server import PostgresServer, PostgresUnavailable
+    why = None
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as e:
+        why = str(e)
+    if why:
+        pytest.fail(f"cannot start a PostgreSQL server for the store tests: {why}", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
