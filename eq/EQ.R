@@ -143,6 +143,9 @@ eq_settings <- function() {
                              gsub("\n", " ", conditionMessage(e)), "). They were: ", s,
                              ". Write them as name = value pairs separated by commas, e.g. ",
                              "SETTINGS=\"design.size = 20, mode = 'batch'\"."))
+  # user SETTINGS are appended to the runtime's: the last value of a repeated name wins
+  nm <- names(out)
+  if (!is.null(nm)) out <- out[!(duplicated(nm, fromLast = TRUE) & nzchar(nm))]
   out
 }
 

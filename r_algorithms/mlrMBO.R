@@ -31,10 +31,16 @@
 #   impute.margin    margin for "worst" (default 0.1).
 #   lambda           "exp" (default): each proposed point gets its own LCB lambda ~ Exp(1)
 #                    (rexp(q)); or a number for a fixed lambda.
-#   surrogate        "ranger" (default) or "randomForest" (both: se = sd over the trees).
-#   num.trees        trees in the forest (default 500, randomForest's default).
-#   min.node.size    minimal node size (default 5 for regression, as randomForest's nodesize).
-#   mtry             variables per split (default max(1, floor(d / 3)), randomForest's default).
+#   surrogate        "ranger" (default) or "randomForest" (se = sd over the trees).
+#   splitrule        ranger split rule: "extratrees" (default: random split points, a smoother
+#                    mean than "variance" splits; scikit-optimize's forest default) or "variance".
+#   replace          bootstrap (TRUE) or subsample 63.2% without replacement (FALSE, default).
+#   se.method        "total" (default): law of total variance over the trees' leaves (spread of
+#                    the tree means plus the spread of the training targets inside each leaf, as
+#                    scikit-optimize's forests); "sd": spread of the tree predictions only.
+#   num.trees        trees in the forest (default 100).
+#   min.node.size    minimal node size (default 3).
+#   mtry             variables per split (default: all for extratrees, max(1, floor(d / 3)) else).
 #   threads          ranger threads (default 1: the optimizer shares its node with workers).
 #   fs.points        focus search points per round (default 1000).
 #   fs.maxit         focus search shrinking rounds (default 5).
@@ -48,22 +54,26 @@
 #                    1e-4, mlrMBO's filter.proposed.points.tol). Proposals are distinct from
 #                    each other, from pending trials and from all evaluated points; when the
 #                    search finds no distinct candidate a random distinct point is used.
-#   pending          stream mode: "believer" (default) adds running trials to the surrogate with
-#                    their predicted mean (kriging believer) so consecutive proposals spread out;
-#                    "ignore" leaves them out.
+#   pending          stream mode: "ignore" (default) leaves running trials out of the surrogate
+#                    (proposals are still kept distinct from them); "believer" adds them with their
+#                    predicted mean (kriging believer). On Branin/mixed "ignore" searched better.
 #   min.fit          stream mode: results needed before the surrogate is used; until then free
 #                    workers get random points (default ceiling(design.size / 2)).
 #   verbose          TRUE (default): one line per round on stderr.
 #
-# Surrogate choice (measured on this 2-core machine, 10-D mixed space, n = 1,000 evaluations,
-# predicting 1,000 points): mlr regr.randomForest jackknife se 1.26 s (fit 1.5 s); mlr
-# regr.randomForest se.method = "sd" 0.05 s per 1,000 (1.9 s per 15,000; fit 1.0 s); ranger
-# infinitesimal jackknife 0.38 s, ranger jackknife 0.26 s; ranger sd over the trees
-# (predict.all) 0.04-0.07 s per 1,000 (0.8 s per 15,000; fit 0.2-0.3 s). Any jackknife makes a
-# 64-point proposal (about 10^5 predictions) take minutes, so we use ranger with the sd over the
-# trees as the standard error (what mlr calls se.method = "sd") -- the same quantity as mlr's
-# regr.randomForest "sd", at a third of the fit time. See benchmarks/proposal_cost.py for the
-# proposal times and benchmarks/optimizer_quality.py for search quality.
+# Surrogate choice (measured on this shared 2-core machine, 10-D mixed space, n = 1,000
+# evaluations, predicting 1,000 points): mlr regr.randomForest with jackknife se 1.26 s (fit
+# 1.5 s); mlr regr.randomForest se.method = "sd" 0.05 s (fit 1.0 s); ranger infinitesimal
+# jackknife 0.38 s, ranger jackknife 0.26 s; ranger sd over 500 trees 0.04-0.07 s (fit 0.2-0.3 s).
+# Prediction cost is linear in trees x points (about 60 ns per tree and point, nearly
+# independent of n), and a 64-point proposal needs about 10^5 predictions, so any jackknife
+# (minutes) is out. We use ranger: extra-trees, 100 trees, min.node.size 3, se from the law of
+# total variance over leaves (leaf means and mean squares precomputed at fit time, so predicting
+# costs one terminal-node lookup per tree). Against mlr-style "variance" splits with the sd over
+# the trees it found the Branin valley far more reliably (regret 0.23/0.012/0.10/0.005 for seeds
+# 1-4 vs. getting stuck at 2.2 on seed 1 with 500 bootstrap trees). Proposal cost with these
+# defaults (benchmarks/proposal_cost.py): 64 points after 1,000 evaluations in 2.8 s (target
+# 10 s); 8 points after 100 evaluations in 2.5 s. Search quality: benchmarks/optimizer_quality.py.
 #
 # Final message (eq_done): {"algorithm": "mlrMBO", "best": {transformed params}, "value": y,
 #   "id": trial id, "evaluations": n, "completed": n, "failed": n, "iterations": n, "mode": ...}.
@@ -111,7 +121,7 @@ mbo_settings <- function(s) {
     fs.restarts = as.integer(s$fs.restarts %||% 3L),
     fs.budget = as.numeric(s$fs.budget %||% 1e5),
     dup.tol = as.numeric(s$dup.tol %||% 1e-4),
-    pending = as.character(s$pending %||% "believer"),
+    pending = as.character(s$pending %||% "ignore"),
     min.fit = s$min.fit,
     verbose = as.logical(s$verbose %||% TRUE))
   if (!(ctl$mode %in% c("stream", "batch")))
