@@ -166,7 +166,35 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return subprocess.call(cmd, env=env)
+    rc = subprocess.call(cmd, env=env)
+    if rc != 0:
+        mark_abandoned(cfg, rc)
+    return rc
+
+
+def mark_abandoned(cfg: dict, rc: int) -> None:
+    """If the MPI job died under rank 0 (a worker crashed and mpiexec killed the job), rank 0 could
+    not record it: do it here, so the store never shows a dead experiment as running."""
+    from sqlalchemy import text, update
+
+    from emews_py.store import experiments, make_engine, utcnow
+    try:
+        eng = make_engine(cfg["db"])
+        with eng.begin() as c:
+            exp = c.execute(text("SELECT id FROM experiments WHERE run_dir = :d AND status = 'running'"),
+                            {"d": cfg["run_dir"]}).scalar()
+            if exp is None:
+                return
+            why = (f"the MPI job ended abnormally (exit status {rc}) before the driver could finish: "
+                   f"most likely a worker process crashed (see the output above and "
+                   f"{cfg['run_dir']}); trials it was running are marked failed")
+            c.execute(text("UPDATE trials SET status = 'failed', error = :w WHERE experiment_id = :e "
+                           "AND status IN ('queued', 'running')"), {"w": why, "e": exp})
+            c.execute(update(experiments).where(experiments.c.id == exp)
+                      .values(status="failed", error=why, finished_at=utcnow()))
+        sys.stderr.write(f"[emews] ERROR: experiment {exp} failed: {why}\n")
+    except Exception as e:  # noqa: BLE001 - the store may be what failed
+        sys.stderr.write(f"[emews] could not mark the experiment failed in {cfg['db']}: {e}\n")
 
 
 def cmd_sql(a: argparse.Namespace) -> int:

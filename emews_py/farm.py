@@ -290,6 +290,14 @@ class Driver:
             return
         if self.expect_final:
             self.final_message, self.opt_done, self.expect_final = payload, True, False
+            # Trials still queued are not wanted any more; running ones finish and are recorded.
+            for tid in self.queue:
+                t = self.trials[tid]
+                t.update(status="cancelled", error="the optimizer finished before this trial started",
+                         finished_at=_now())
+                self.writer.trial_changed(t)
+                self.stream_pending.discard(tid)
+            self.queue.clear()
             return
         if self.request is not None:
             raise ExperimentFailed(f"the optimizer sent {payload[:200]!r} before reading the answer "
@@ -389,8 +397,9 @@ class Driver:
                 self.server.reply(json.dumps({"eq": "results",
                                               "results": [self.result_msg(i) for i in arg]}))
         else:
+            # min = 0 polls; with nothing pending the answer is immediate (and empty), never a hang
             need = min(arg, len(self.stream_done) + len(self.stream_pending))
-            if len(self.stream_done) < need or (need == 0 and self.stream_pending):
+            if len(self.stream_done) < need:
                 return
             self.writer.flush()
             out = [self.result_msg(i) for i in self.stream_done]

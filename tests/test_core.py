@@ -368,3 +368,19 @@ def test_streaming_extension_results_carry_ids(tmp_path):
     for tid, status, obj in log[3]["batch"]:
         assert status == "completed" and rows[tid]["objective"] == pytest.approx(obj)
     assert log[4]["status"]["completed"] == len(rows) == 5
+
+
+def test_crashed_worker_fails_the_experiment_in_the_store(tmp_path):
+    """A pilot that kills its worker (a segfaulting library would) ends the MPI job; the store
+    must still say what happened instead of showing the experiment as running."""
+    space = json_space(tmp_path / "s.json", [{"id": "crash", "type": "logical"}])
+    algos = tmp_path / "algos"
+    write(algos, "crash.py", "import eqpy\n\ndef run():\n    eqpy.OUT_put('{\"crash\": true}')\n"
+                             "    eqpy.IN_get()\n")
+    t0 = time.time()
+    p = run_workflow(tmp_path, "--algo", "crash", "--procs", "2", "--space", str(space),
+                     env={"EMEWS_ALGORITHM_PATH": str(algos)}, timeout=60)
+    assert p.returncode != 0 and time.time() - t0 < 45
+    exp = query(tmp_path, "SELECT status, error FROM experiments")[0]
+    assert exp["status"] == "failed" and "worker" in exp["error"]
+    assert query(tmp_path, "SELECT status FROM trials") == [{"status": "failed"}]

@@ -1,11 +1,13 @@
 """Analytic benchmark functions as a pilot: the farm's machinery without Keras.
 
 ``sleep`` simulates training time (and honours the trial's time limit); ``fail = True`` makes the
-trial raise, to exercise failure handling.
+trial raise and ``crash = True`` kills the process running it, to exercise failure handling.
 """
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 
 from emews_py.pilot import PilotError, pilot_params
@@ -46,6 +48,8 @@ def run(params: dict, ctx) -> float:
         while time.time() < end:  # cooperative time limit, as a Keras callback would do
             ctx.check_deadline()
             time.sleep(min(0.05, max(0.0, end - time.time())))
+    if p["crash"]:
+        os.kill(os.getpid(), signal.SIGKILL)
     if p["fail"]:
         raise RuntimeError("bench pilot asked to fail (fail = True)")
     if f == "noop":
