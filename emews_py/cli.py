@@ -25,7 +25,9 @@ from emews_py.space import SpaceError, load_space
 
 ALGO_DIRS = [REPO_ROOT / "r_algorithms", REPO_ROOT / "py_algorithms"]
 DEFAULT_SPACES = {"bench": "bench_branin.R"}
-DEFAULT_BUDGET = {"bench": 40}
+# Default budgets: small enough for a 2-core machine in minutes, large enough that mlrMBO gets
+# model-based rounds after its initial design.
+DEFAULT_BUDGET = {"bench": 40, "treat": 48, "drug": 48, "ras": 36}
 
 
 class UsageError(Exception):
@@ -118,7 +120,7 @@ def prepare(a: argparse.Namespace) -> tuple[dict, Path]:
     if timeout is not None and timeout <= 0:
         raise UsageError(f"TIMEOUT={a.timeout}: give the per-trial time limit in seconds (> 0).")
     user = parse_settings(a.settings)
-    budget = int(a.budget) if a.budget else int(user.get("max.budget", DEFAULT_BUDGET.get(a.pilot, 24)))
+    budget = int(a.budget) if a.budget else int(user.get("max.budget", DEFAULT_BUDGET.get(a.pilot, 32)))
     settings = {"max.budget": budget, "workers": procs - 1, "seed": random.randrange(1, 2**31 - 1),
                 "param.set.file": str(space_file)}
     settings.update(user)
