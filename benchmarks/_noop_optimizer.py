@@ -1,6 +1,5 @@
 """EQ/Py optimizer used by benchmarks/dispatch.py: submits N no-op points and waits for all.
 N comes from the settings (max.budget); the final message carries the measured rate."""
-import json
 import time
 
 import eqpy

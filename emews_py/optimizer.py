@@ -10,7 +10,6 @@ child. Either way the run ends with a clear error, never a hang.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import traceback
 from pathlib import Path

@@ -12,6 +12,8 @@ import contextlib
 import fcntl
 import importlib
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -196,3 +198,26 @@ def prepare_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def prepare_once(dest: str | os.PathLike, build: Callable[[Path], None],
+                 is_ready: Callable[[Path], bool]) -> bool:
+    """Build a pilot's data directory ``dest`` once per machine: ``build(tmp)`` fills a temporary
+    directory that then replaces ``dest`` in one rename, under a lock, so concurrent workers never
+    see half-written data. Returns True if this call built it."""
+    dest = Path(dest)
+    if is_ready(dest):
+        return False
+    with prepare_lock(dest.parent / f".{dest.name}.lock"):
+        if is_ready(dest):  # another worker built it while we waited
+            return False
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}_", dir=dest.parent))
+        try:
+            build(tmp)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return True

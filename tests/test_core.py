@@ -1,10 +1,8 @@
 """The core runtime end to end: real R (rpy2), real ZeroMQ, real mpiexec, a real SQLite store."""
 from __future__ import annotations
 
-import math
 import os
 import re
-import signal
 import subprocess
 import textwrap
 import time

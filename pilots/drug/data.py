@@ -22,16 +22,14 @@ Each is split once, stratified, 80 % / 20 % (seed 2016), into ``{set}_train.csv`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError, prepare_lock
+from emews_py.pilot import PilotError, prepare_once
 
 DATA_VERSION = 1
 SEED = 2016
@@ -81,7 +79,7 @@ def build_default(data_set: str, dest: Path) -> None:
         raise PilotError(f"pilot drug: preparing the default data set '{data_set}' needs Rscript and "
                          f"the Debian package {spec['debian']} (with r-bioc-biobase); run `make setup`, "
                          f"or set data_dir to CANDLE NT3 files.")
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     full, probes, samples = dest / "full.csv", dest / "probes.txt", dest / "samples.txt"
     script = _R_EXPORT.format(load=spec["r"], out=full, probes=probes, samples=samples)
     res = subprocess.run([rscript, "--vanilla", "-e", script], capture_output=True, text=True,
@@ -125,21 +123,7 @@ def default_data_dir(data_set: str, cache_root: Path) -> Path:
         raise PilotError(f"pilot drug: unknown data_set {data_set!r}; the default data sets are "
                          f"{', '.join(DATA_SETS)} (or set data_dir to CANDLE NT3 files).")
     dest = cache_root / f"{data_set}_nt3"
-    if _is_ready(dest):
-        return dest
-    with prepare_lock(cache_root / f".{data_set}.lock"):
-        if _is_ready(dest):
-            return dest
-        tmp = Path(tempfile.mkdtemp(prefix=f".{data_set}_", dir=cache_root))
-        try:
-            shutil.rmtree(tmp)
-            build_default(data_set, tmp)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    if prepare_once(dest, lambda tmp: build_default(data_set, tmp), _is_ready):
         BUILD_COUNT += 1
     return dest
 

@@ -29,15 +29,12 @@ features, and the result is written in the P3B1 layout into the data cache, once
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError, prepare_lock
+from emews_py.pilot import PilotError, prepare_once
 
 DEFAULT_SET = "hhs_breach"
 DATA_VERSION = 1          # bump when the preparation changes; old caches are rebuilt
@@ -113,7 +110,7 @@ def build_default(dest: Path) -> None:
 
     texts, labels = _read_breach_reports()
     fold_of = _stratified_folds(labels[0], N_FOLDS, SEED)
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     for fold in range(N_FOLDS):
         tr, te = np.where(fold_of != fold)[0], np.where(fold_of == fold)[0]
         vec = TfidfVectorizer(max_features=N_FEATURES, stop_words="english", sublinear_tf=True,
@@ -149,21 +146,7 @@ def default_data_dir(cache_root: Path) -> Path:
     """
     global BUILD_COUNT
     dest = cache_root / f"{DEFAULT_SET}_p3b1"
-    if _is_ready(dest):
-        return dest
-    with prepare_lock(cache_root / f".{DEFAULT_SET}.lock"):
-        if _is_ready(dest):  # another worker built it while we waited
-            return dest
-        tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_SET}_", dir=cache_root))
-        try:
-            shutil.rmtree(tmp)
-            build_default(tmp)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    if prepare_once(dest, build_default, _is_ready):
         BUILD_COUNT += 1
     return dest
 
