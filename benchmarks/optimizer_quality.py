@@ -1,6 +1,7 @@
 """Search quality of r_algorithms/mlrMBO.R against random search and Optuna TPE.
 
-Median best-found regret after 100 evaluations (batches of 8) over >= 10 seeds on Branin
+Median best-found regret after 100 evaluations (batches of 8), and after the first 40 of the same
+runs (the early search), over >= 10 seeds on Branin
 (min 0.397887), Hartmann6 (min -3.32237) and the mixed function of DESIGN.md (min 0):
 
   * mlrMBO batch   r_algorithms/mlrMBO.R, mode = 'batch', propose.points = 8
@@ -14,7 +15,10 @@ search quality, not dispatch speed. Seeds run in parallel, at most --jobs (defau
 
     .venv/bin/python benchmarks/optimizer_quality.py [--seeds 10] [--jobs 2]
         [--algos mbo_batch,mbo_stream,random,tpe] [--functions branin,hartmann6,mixed]
-        [--mbo-settings "num.trees = 100"]
+        [--mbo-settings "num.trees = 100"] [--quick] [--json out.json]
+
+--quick is for iteration: 5 seeds, only the two mlrMBO modes, and random and TPE (both cheap);
+the targets printed then rest on 5 seeds only.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ REFERENCE = {  # measured on this machine before this optimizer existed (DESIGN.
     "naive R loop": {"branin": 0.070, "hartmann6": 0.48, "mixed": 0.16},
 }
 BUDGET, BATCH = 100, 8
+EARLY = 40  # the second column set: best-so-far after the first EARLY evaluations of the same runs
 
 R_JOB = r"""
 args <- commandArgs(trailingOnly = TRUE)
@@ -67,8 +72,9 @@ def run_r(script: str, algo: str, fn: str, seed: int, extra: str) -> dict:
         if line.startswith("RESULT "):
             out = json.loads(line[len("RESULT "):])
             ys = [y for y in out["objective"] if y is not None and not math.isnan(y)]
-            return {"regret": min(ys) - MINIMA[fn], "seconds": out["seconds"], "n": len(out["objective"]),
-                    "distinct": out["distinct"]}
+            early = [y for y in out["objective"][:EARLY] if y is not None and not math.isnan(y)]
+            return {"regret": min(ys) - MINIMA[fn], "regret_early": min(early) - MINIMA[fn],
+                    "seconds": out["seconds"], "n": len(out["objective"]), "distinct": out["distinct"]}
     raise RuntimeError(f"{algo} {fn} seed {seed} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
 
 
@@ -100,6 +106,7 @@ def run_tpe(fn: str, seed: int) -> dict:
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     t0 = time.time()
     best = math.inf
+    best_early = math.inf
     done = 0
     while done < BUDGET:
         trials = [study.ask() for _ in range(min(BATCH, BUDGET - done))]
@@ -113,8 +120,11 @@ def run_tpe(fn: str, seed: int) -> dict:
                           t.suggest_int("n", 1, 20), t.suggest_categorical("cat", ["a", "b", "c", "d"]))
             study.tell(t, y)
             best = min(best, y)
-        done += len(trials)
-    return {"regret": best - MINIMA[fn], "seconds": time.time() - t0, "n": done, "distinct": None}
+            if done < EARLY:
+                best_early = min(best_early, y)
+            done += 1
+    return {"regret": best - MINIMA[fn], "regret_early": best_early - MINIMA[fn], "seconds": time.time() - t0,
+            "n": done, "distinct": None}
 
 
 def main(argv=None) -> int:
@@ -125,7 +135,10 @@ def main(argv=None) -> int:
     ap.add_argument("--functions", default="branin,hartmann6,mixed")
     ap.add_argument("--mbo-settings", default="", help="extra mlrMBO settings (R argument text)")
     ap.add_argument("--json", help="write all per-seed results to this file")
+    ap.add_argument("--quick", action="store_true", help="5 seeds (unless --seeds is given) for iteration")
     a = ap.parse_args(argv)
+    if a.quick and "--seeds" not in (argv if argv is not None else sys.argv[1:]):
+        a.seeds = 5
     algos = a.algos.split(",")
     fns = a.functions.split(",")
     seeds = list(range(1, a.seeds + 1))
@@ -154,14 +167,18 @@ def main(argv=None) -> int:
     names = {"mbo_batch": "mlrMBO batch", "mbo_stream": "mlrMBO stream", "random": "random (R)",
              "tpe": "Optuna TPE"}
     med = {(al, fn): statistics.median(results[(al, fn, s)]["regret"] for s in seeds) for al in algos for fn in fns}
+    med40 = {(al, fn): statistics.median(results[(al, fn, s)]["regret_early"] for s in seeds)
+             for al in algos for fn in fns}
     secs = {al: statistics.mean(results[(al, fn, s)]["seconds"] for fn in fns for s in seeds) for al in algos}
     print()
-    print(f"median regret after {BUDGET} evaluations ({len(seeds)} seeds)")
-    print(f"{'algorithm':<16}" + "".join(f"{fn:>12}" for fn in fns) + f"{'s/run':>9}")
+    print(f"median regret after {BUDGET} | after {EARLY} evaluations (same runs; {len(seeds)} seeds)")
+    print(f"{'algorithm':<16}" + "".join(f"{fn + '@' + str(BUDGET):>14}" for fn in fns) + "  |"
+          + "".join(f"{fn + '@' + str(EARLY):>14}" for fn in fns) + f"{'s/run':>9}")
     for al in algos:
-        print(f"{names.get(al, al):<16}" + "".join(f"{med[(al, fn)]:>12.4g}" for fn in fns) + f"{secs[al]:>9.1f}")
+        print(f"{names.get(al, al):<16}" + "".join(f"{med[(al, fn)]:>14.4g}" for fn in fns) + "  |"
+              + "".join(f"{med40[(al, fn)]:>14.4g}" for fn in fns) + f"{secs[al]:>9.1f}")
     for ref, vals in REFERENCE.items():
-        print(f"{'ref ' + ref:<16}" + "".join(f"{vals[fn]:>12.4g}" for fn in fns) + f"{'':>9}")
+        print(f"{'ref ' + ref:<16}" + "".join(f"{vals[fn]:>14.4g}" for fn in fns) + "  |")
     for al in algos:
         if al.startswith("mbo"):
             d = [results[(al, fn, s)]["distinct"] for fn in fns for s in seeds]
@@ -180,6 +197,11 @@ def main(argv=None) -> int:
         ok_all &= ok
         print(f"target {names[al]}: beats random on all: {'yes' if beat_random else 'NO'}; matches or beats TPE on "
               f"{len(match)} of {len(fns)} ({', '.join(match) or 'none'}) -> {'MET' if ok else 'NOT MET'}")
+        if "random" in algos and "tpe" in algos:
+            r40 = [fn for fn in fns if med40[(al, fn)] < med40[("random", fn)]]
+            t40 = [fn for fn in fns if med40[(al, fn)] <= max(1.1 * med40[("tpe", fn)], med40[("tpe", fn)] + 0.005)]
+            print(f"  at {EARLY} evaluations: beats random on {len(r40)} of {len(fns)}, matches or beats TPE on "
+                  f"{len(t40)} of {len(fns)} ({', '.join(t40) or 'none'})")
     print(f"wall time {time.time() - t0:.0f} s")
     if a.json:
         Path(a.json).write_text(json.dumps({f"{k[0]}/{k[1]}/{k[2]}": v for k, v in results.items()}, indent=1))

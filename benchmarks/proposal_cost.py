@@ -53,7 +53,7 @@ for (n in c(100L, 1000L)) {
     t <- system.time(P <- mbo_propose(S, q, tim))
     L <- tim$last
     stopifnot(nrow(P) == q, nrow(unique(mbo_norm(S$info, P))) == q)
-    preds <- ctl$fs.restarts * ctl$fs.points + q * ctl$fs.restarts * (ctl$fs.maxit - 1) * L$nloc
+    preds <- ctl$fs.restarts * ctl$fs.points + ctl$local.points + q * ctl$fs.restarts * (ctl$fs.maxit - 1) * L$nloc
     cat(sprintf("%6d %4d %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8d %6d\n", n, q, t[["elapsed"]],
                 t[["user.self"]] + t[["sys.self"]], L$fit, L$predict, L$search, L$select, as.integer(preds), L$nloc))
   }

@@ -139,6 +139,28 @@ check("mlrMBO batch: reaches the budget, improves on the design", {
   expect(sum(grepl('^\\{"eq":"batch"', msgs)) == 5L, "one design batch and four proposal batches")
 })
 
+check("mlrMBO batch: improves on its design in >= 9 of 10 seeds (Branin, q = 4, design 8, budget 24)", {
+  imp <- vapply(1:10, function(sd) {
+    h <- mbo(sub("seed = 3", paste("seed =", sd), branin("batch", 24), fixed = TRUE))
+    y <- fake_eq_trials(h)$objective
+    min(y[9:24]) < min(y[1:8])
+  }, TRUE)
+  expect(sum(imp) >= 9L, "improved in only ", sum(imp), " of 10 seeds (failed: ", paste(which(!imp), collapse = " "), ")")
+})
+
+check("mlrMBO: y.trafo variants and a batch keep proposals apart", {
+  for (tr in c("none", "slog", "log", "rank")) {
+    h <- mbo(branin("batch", 16, sprintf(", y.trafo = '%s', interleave.random.points = 1", tr)))
+    expect(nrow(fake_eq_trials(h)) == 16L, tr)
+  }
+  h <- mbo(branin("batch", 24, ", propose.points = 8, design.size = 8"))
+  P <- as.matrix(params_df(h)[, c("x1", "x2")])
+  P <- sweep(P, 2, c(-5, 0)) %*% diag(c(1 / 15, 1 / 15))
+  for (b in list(9:16, 17:24)) expect(min(dist(P[b, ])) >= 0.05 / 4 - 1e-9, "batch points closer than batch.dist / 4")
+  m <- tryCatch({ mbo(branin("batch", 16, ", y.trafo = 'cube'")); "no error" }, error = function(e) conditionMessage(e))
+  expect(grepl("y.trafo = 'cube' is not supported", m), m)
+})
+
 check("mlrMBO stream: reaches the budget exactly, keeps workers busy", {
   h <- mbo(branin("stream", 40))
   tr <- fake_eq_trials(h)
