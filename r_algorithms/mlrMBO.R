@@ -13,7 +13,9 @@
 #   max.iterations   maximum number of proposal rounds after the design (default Inf): batches
 #                    in batch mode, proposal rounds (one per eq_results) in stream mode.
 #   design.size      initial design size (default max(4 * d, largest number of discrete values),
-#                    at most max.budget; d = number of non-constant parameters). A design.size
+#                    at most half of max.budget (but never fewer than the largest number of
+#                    discrete values), so a small budget still gets model-based rounds;
+#                    d = number of non-constant parameters). A design.size
 #                    larger than max.budget is an error, raised before any trial is submitted.
 #   propose.points   points per batch in batch mode (default: workers, else 8).
 #   workers          number of farm workers (used when the driver does not report `free`).
@@ -682,7 +684,8 @@ mbo_main <- function(settings = eq_settings()) {
   maxlev <- max(c(1L, vapply(S$info, function(p) if (is.null(p$levels) || p$const) 1L else length(p$levels), 1L)))
   budget <- ctl$max.budget
   if (is.null(ctl$design.size)) {
-    n0 <- min(budget, max(4L * d, maxlev, 2L))
+    # mlrMBO's 4 * d, but never more than half a small budget, so model-based rounds remain
+    n0 <- min(budget, max(4L * d, maxlev, 2L), max(maxlev, 2L, budget %/% 2L))
   } else {
     n0 <- as.integer(ctl$design.size)
     if (is.na(n0) || n0 < 1L)
