@@ -239,6 +239,7 @@ class Driver:
         self.opt_proc = None
         self.opt_log_pos = 0
         self.sends: list = []           # outstanding isend requests (kept alive until complete)
+        self.opt_exited = False
 
     # ---- optimizer process ------------------------------------------------------------------
     def start_optimizer(self) -> None:
@@ -537,8 +538,8 @@ class Driver:
                 if now - last_check > 0.05:
                     last_check = now
                     self.echo_optimizer_log()
-                    if self.check_optimizer():
-                        break
+                    if not self.opt_exited:
+                        self.check_optimizer()
                 if self.opt_done and not self.busy() and self.request is None:
                     # Submitted trials the optimizer no longer waits for are cancelled, not lost.
                     break
@@ -551,11 +552,11 @@ class Driver:
             return self.fail(f"internal error in the driver:\n{traceback.format_exc()}")
         return self.finish_ok()
 
-    def check_optimizer(self) -> bool:
-        """True when the optimizer ended cleanly and all work is done; raises if it died."""
+    def check_optimizer(self) -> None:
+        """Notice the optimizer's exit; raises ExperimentFailed unless it ended with DONE."""
         rc = self.opt_proc.poll()
         if rc is None:
-            return False
+            return
         # It exited: read what it sent last (an error with its traceback, DONE and final).
         time.sleep(0.05)
         while (eqm := self.server.poll(100)) is not None:
@@ -567,7 +568,7 @@ class Driver:
             raise ExperimentFailed(
                 f"the optimizer process ({self.cfg['algo_file']}) {how} before finishing the "
                 f"experiment. Last output (full log in {self.opt_log}):\n{self.optimizer_tail()}")
-        return False
+        self.opt_exited = True  # cleanly; trials still running finish and are recorded
 
     def stop_workers(self) -> None:
         for r in range(1, self.n_workers + 1):
