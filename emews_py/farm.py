@@ -144,7 +144,7 @@ class Worker:
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _kill_group(proc)
-        self._forward_app_events(efile, tid)
+        self._forward_app_events(efile)
         if timed_out:
             return self._result(tid, "timeout", started, error=f"killed after the time limit of "
                                 f"{self.timeout} s (TIMEOUT); output in {d / 'output.log'}")
@@ -157,7 +157,7 @@ class Worker:
         return self._result(tid, res["status"], started, res.get("objective"), res.get("metrics"),
                             res.get("error"), res.get("model_path"))
 
-    def _forward_app_events(self, efile: Path, tid: int) -> None:
+    def _forward_app_events(self, efile: Path) -> None:
         if not efile.exists():
             return
         for line in efile.read_text().splitlines():
