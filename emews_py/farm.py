@@ -224,6 +224,13 @@ class Driver:
         self.trials: dict[int, dict] = {}
         self.queue: deque[int] = deque()
         self.inflight: dict[int, int] = {r: 0 for r in range(1, self.n_workers + 1)}
+        self.assigned: dict[int, deque[list[int]]] = {r: deque() for r in self.inflight}
+        self.busy_since: dict[int, float] = {}  # when each busy worker began its current trial
+        self.stuck: set[int] = set()            # workers taken out of service by the watchdog
+        timeout = cfg.get("timeout")
+        # A resident trial is stopped cooperatively at TIMEOUT; one that still has not returned
+        # after this grace period is stuck (in native code, say) and its worker is written off.
+        self.stuck_after = timeout + max(10.0, 0.25 * timeout) if timeout else None
         self.request = None             # the optimizer request awaiting an answer
         self.waiting: set[int] = set()  # trials of a batch request not finished yet
         self.n_running = 0
@@ -363,7 +370,8 @@ class Driver:
 
     def load(self) -> dict:
         busy = len(self.queue) + self.n_running
-        return {"pending": len(self.stream_pending), "free": max(0, self.n_workers - busy),
+        return {"pending": len(self.stream_pending),
+                "free": max(0, self.n_workers - len(self.stuck) - busy),
                 "workers": self.n_workers, "completed": self.n_finished}
 
     def submit(self, points: list[dict]) -> list[int]:
@@ -426,6 +434,8 @@ class Driver:
         for rank, n in self.inflight.items():
             if not self.queue:
                 break
+            if rank in self.stuck:
+                continue
             # Keep one trial waiting at each worker when there is more work than workers, so a
             # worker never sits idle between trials; fast trials travel in chunks.
             limit = 2 if len(self.queue) > self.n_workers else 1
@@ -445,13 +455,19 @@ class Driver:
             # Never a blocking send here: a worker may be blocked sending us a large result
             # message at the same moment (MPI rendezvous), and both would wait forever.
             self.sends.append(self.comm.isend(batch, dest=rank, tag=TAG_TASKS))
+            self.assigned[rank].append([tid for tid, _ in batch])
+            if n == 0:
+                self.busy_since[rank] = now
             self.inflight[rank] = n + 1
 
     def handle_mpi(self, msg, source: int, tag: int) -> None:
         if tag == TAG_EVENTS:
             self.writer.add_events(msg)
         elif tag == TAG_RESULTS:
-            self.inflight[source] -= 1
+            if source not in self.stuck:
+                self.inflight[source] -= 1
+                self.assigned[source].popleft()
+                self.busy_since[source] = _now()
             for r in msg:
                 self.finish(r)
         elif tag == TAG_HELLO:
@@ -465,7 +481,12 @@ class Driver:
 
     def finish(self, r: dict) -> None:
         t = self.trials[r["id"]]
-        self.n_running -= 1
+        if t["status"] not in ("queued", "running"):
+            return  # a late answer from a worker written off as stuck; the first answer stands
+        if t["status"] == "queued":  # re-queued from a stuck worker, which came back after all
+            self.queue.remove(t["id"])
+        else:
+            self.n_running -= 1
         self.n_finished += 1
         self.waiting.discard(r["id"])
         obj = r.get("objective")
@@ -537,6 +558,8 @@ class Driver:
                     last_flush = now
                 if now - last_check > 0.05:
                     last_check = now
+                    if self.stuck_after:
+                        self.watchdog(now)
                     self.echo_optimizer_log()
                     if not self.opt_exited:
                         self.check_optimizer()
@@ -551,6 +574,33 @@ class Driver:
         except Exception:  # noqa: BLE001 - the driver's own bug still ends the run clearly
             return self.fail(f"internal error in the driver:\n{traceback.format_exc()}")
         return self.finish_ok()
+
+    def watchdog(self, now: float) -> None:
+        """Take a worker whose trial is far past TIMEOUT out of service, so the run goes on."""
+        for rank, n in self.inflight.items():
+            if n == 0 or rank in self.stuck or now - self.busy_since[rank] < self.stuck_after:
+                continue
+            batches = self.assigned[rank]
+            ids = [i for b in batches for i in b if self.trials[i]["status"] == "running"]
+            self.stuck.add(rank)
+            self.inflight[rank] = 0
+            batches.clear()
+            host = self.hello.get(rank, {}).get("host")
+            why = (f"no result {now - self.busy_since[rank]:.0f} s after it started: the pilot did "
+                   f"not stop at the time limit of {self.cfg['timeout']} s (TIMEOUT); worker "
+                   f"{rank} is taken out of service")
+            log(f"worker {rank}: trial {ids[0]} is stuck past its time limit; the worker gets no "
+                f"more trials ({self.n_workers - len(self.stuck)} left)")
+            self.finish({"id": ids[0], "status": "timeout", "error": why, "worker": rank,
+                         "host": host, "started_at": self.busy_since[rank], "finished_at": now})
+            for tid in reversed(ids[1:]):  # trials waiting behind it go back to the queue
+                self.trials[tid].update(status="queued", worker=None, host=None)
+                self.writer.trial_changed(self.trials[tid])
+                self.n_running -= 1
+                self.queue.appendleft(tid)
+            if len(self.stuck) == self.n_workers:
+                raise ExperimentFailed("every worker is stuck in a trial past its time limit "
+                                       "(TIMEOUT); the pilot does not honour the limit")
 
     def check_optimizer(self) -> None:
         """Notice the optimizer's exit; raises ExperimentFailed unless it ended with DONE."""
@@ -572,7 +622,14 @@ class Driver:
 
     def stop_workers(self) -> None:
         for r in range(1, self.n_workers + 1):
-            self.comm.send(None, dest=r, tag=TAG_STOP)
+            if r not in self.stuck:
+                self.comm.send(None, dest=r, tag=TAG_STOP)
+        if self.stuck:
+            # A worker stuck in native code never reads STOP; everything is recorded, so end the
+            # job (MPI_Abort with code 0 makes mpiexec exit 0).
+            log(f"ending the MPI job: worker(s) {sorted(self.stuck)} are still stuck in a trial")
+            sys.stdout.flush()
+            self.comm.Abort(0)
 
     def cancel_open(self, why: str) -> int:
         n = 0
@@ -592,9 +649,9 @@ class Driver:
         self.writer.flush()
         self.writer.update_experiment(self.exp_id, status="completed", finished_at=store.utcnow(),
                                       final_message=self.final_message)
-        self.stop_workers()
         self._close_optimizer()
         self.print_summary()
+        self.stop_workers()
         return 0
 
     def fail(self, why: str) -> int:
@@ -616,7 +673,7 @@ class Driver:
         except Exception:  # noqa: BLE001
             sys.stderr.write(f"[emews] could not record the failure in the store:\n"
                              f"{traceback.format_exc()}\n")
-        if any(self.inflight.values()):
+        if any(self.inflight.values()) or self.stuck:
             # A resident worker mid-trial cannot be interrupted; end the whole job.
             sys.stdout.flush()
             sys.stderr.flush()

@@ -382,3 +382,25 @@ def test_crashed_worker_fails_the_experiment_in_the_store(tmp_path):
     exp = query(tmp_path, "SELECT status, error FROM experiments")[0]
     assert exp["status"] == "failed" and "worker" in exp["error"]
     assert query(tmp_path, "SELECT status FROM trials") == [{"status": "failed"}]
+
+
+def test_trial_stuck_past_time_limit_takes_worker_out_and_run_goes_on(tmp_path):
+    """A resident trial that ignores TIMEOUT (native code) must not hang the run."""
+    space = json_space(tmp_path / "s.json", [{"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+                                             {"id": "hang", "type": "numeric", "lower": 0, "upper": 600}])
+    algos = tmp_path / "algos"
+    write(algos, "hang.py", "import eqpy\n\ndef run():\n"
+                            "    r = eqpy.batch([{'x1': 1.0, 'hang': 600}, {'x1': 2.0, 'hang': 0},"
+                            " {'x1': 3.0, 'hang': 0}, {'x1': 4.0, 'hang': 0}])\n"
+                            "    eqpy.done([x['status'] for x in r])\n")
+    t0 = time.time()
+    p = run_workflow(tmp_path, "--algo", "hang", "--procs", "3", "--space", str(space),
+                     "--timeout", "1", env={"EMEWS_ALGORITHM_PATH": str(algos)}, timeout=120)
+    assert p.returncode == 0, output(p)
+    assert time.time() - t0 < 60  # 1 s limit + 10 s grace, not the 600 s hang
+    rows = query(tmp_path, "SELECT status, error FROM trials ORDER BY id")
+    assert [r["status"] for r in rows] == ["timeout", "completed", "completed", "completed"]
+    assert "taken out of service" in rows[0]["error"]
+    exp = query(tmp_path, "SELECT status, final_message FROM experiments")[0]
+    assert exp["status"] == "completed"
+    assert __import__("json").loads(exp["final_message"]) == ["timeout"] + ["completed"] * 3

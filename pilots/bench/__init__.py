@@ -1,7 +1,8 @@
 """Analytic benchmark functions as a pilot: the farm's machinery without Keras.
 
-``sleep`` simulates training time (and honours the trial's time limit); ``fail = True`` makes the
-trial raise and ``crash = True`` kills the process running it, to exercise failure handling.
+``sleep`` simulates training time (and honours the trial's time limit); ``hang`` sleeps without
+looking at the time limit, as native code would; ``fail = True`` makes the trial raise and
+``crash = True`` kills the process running it. The last three exercise failure handling.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def run(params: dict, ctx) -> float:
         while time.time() < end:  # cooperative time limit, as a Keras callback would do
             ctx.check_deadline()
             time.sleep(min(0.05, max(0.0, end - time.time())))
+    if p["hang"]:
+        time.sleep(float(p["hang"]))
     if p["crash"]:
         os.kill(os.getpid(), signal.SIGKILL)
     if p["fail"]:
