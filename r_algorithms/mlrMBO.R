@@ -106,10 +106,31 @@
 # 0.0070/0.160/0.0014 (before: batch 0.082/0.18/0.013, stream 0.023/0.164/0.0031); Optuna TPE
 # 0.018/0.128/0.0017; random 0.73/1.62/0.34. At 40 evaluations of the same runs: batch
 # 0.42/1.29/0.36, stream 0.40/1.25/0.27, TPE 0.10/0.32/0.05, random 1.01/1.86/0.43: TPE is still
-# ahead early; the default design (4 d = 24 of the 40 on Hartmann6) is one reason. Farm, Branin,
-# batch q = 4, design 8, budget 24, seeds 1/2/3: best 2.36/2.45/1.15, each found by a model-based
+# ahead early (a smaller design than 4 d = 24 on Hartmann6 did not help consistently: below). Farm,
+# Branin, batch q = 4, design 8, budget 24, seeds 1/2/3: best 2.36/2.45/1.15, each found by a model-based
 # point (before 6.58/3.97/6.66, all from the design); stream, budget 40, seed 1: 1.04 (before 4.93).
 # interleave.random.points stays 0 (mlrMBO's default; not measured).
+#
+# The first 40 evaluations (measured 2026-11-27, same machine, batches of 8; median regret after 40
+# evaluations, batch/stream; budget-40 runs reproduce the first 40 of the budget-100 runs). Design
+# size, Hartmann6, 8 seeds: 24 (the default) 1.29/1.47, 12 1.47/1.55, 8 1.03/1.51. Mixed, 5 seeds:
+# 16 (the default) 0.37/0.24, 8 0.30/0.13. A default of one round of points (max(min(4 d, q),
+# d + 1) = 8 on all three) in the full benchmark (10 seeds): at 40 batch 0.42/1.03/0.33, stream
+# 0.40/1.51/0.18 (Branin/Hartmann6/mixed; defaults: 0.42/1.29/0.36, 0.40/1.25/0.27); at 100 batch
+# 0.0080/0.166/0.0016, stream 0.0070/0.234/0.0026, and it locked onto the wrong category of the
+# mixed function in 2 of 20 runs (regret 0.30 at 100) and onto a local optimum of Hartmann6 in 2
+# (1.4-1.8; none of these in the same seeds with the default design). Not adopted: no consistent
+# gain at 40, worse tails at 100. Other levers with design 8 (8 seeds, Branin @40, defaults
+# 0.48/0.64): num.trees 30 0.56/0.21; fs.points/maxit/restarts 150/3/2 (the tests' settings)
+# 0.13/0.29; fs.points 150 0.20/0.42; fs.maxit 3 0.31/0.37; fs.restarts 1 0.39/0.52; lambda 0.5
+# 0.64/0.71; local.top 2 0.34/1.25; se.method "sd" 0.49/0.73. Hartmann6 @40 (8 seeds, design 8,
+# 1.03/1.51): num.trees 30 1.08/1.29; local.points 3000 1.78/1.65; lambda 0.3 1.86/1.66. Per-seed
+# regrets at 40 range over 0.001..11 on Branin, so none of these differences is resolved by 8 seeds;
+# more exploitation (smaller lambda, more local points) did not help. fs.points 150 with design 8
+# in the budget-100 benchmark (5 seeds): at 40 batch 0.22/1.50/0.32, stream 0.36/1.84/0.34; at 100
+# 0.019/0.115/0.0009, 0.0071/0.106/0.0023 (defaults, same 5 seeds: @40 0.50/1.37/0.37,
+# 0.38/1.21/0.24; @100 0.0035/0.177/0.0006, 0.0063/0.170/0.0003): not adopted either. TPE's lead at
+# 40 evaluations on Hartmann6 (0.32) is not closed by any of these settings.
 #
 # Final message (eq_done): {"algorithm": "mlrMBO", "best": {transformed params}, "value": y,
 #   "id": trial id, "evaluations": n, "completed": n, "failed": n, "iterations": n, "mode": ...}.
