@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from helpers import ROOT, json_space, output, run_workflow

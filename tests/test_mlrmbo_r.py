@@ -3,16 +3,13 @@
 They drive the optimizer through tests/r/fake_eq.R, an in-process stand-in for the EQ driver
 with a simulated farm, so no ZeroMQ/MPI is involved.
 """
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed (make setup)")
 def test_mlrmbo_r_suite(tmp_path):
     p = subprocess.run(["Rscript", "--vanilla", str(REPO / "tests" / "r" / "test_mlrMBO.R")],
                        cwd=tmp_path, capture_output=True, text=True, timeout=240)

