@@ -255,6 +255,15 @@ def set_deadline(ctx, timeout: Any) -> None:
         ctx.deadline = d if ctx.deadline is None else min(ctx.deadline, d)
 
 
+def start_classifier_trial(p: dict, ctx, pilot: str) -> None:
+    """What the classifier pilots (treat, drug) check first: their own ``timeout`` parameter on
+    top of the trial's deadline, and activation and loss names Keras knows."""
+    set_deadline(ctx, p.get("timeout"))
+    for k in ("activation", "out_activation"):
+        check_choice(p[k], k, pilot, kind="activation")
+    check_choice(p["loss"], "loss", pilot, kind="loss")
+
+
 def macro_f1(truth, pred, n_classes: int) -> float:
     """Macro-averaged F1 over the classes present in truth or prediction."""
     import numpy as np

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.keras_callbacks import (callbacks_for, check_choice, configure_threads,
+from emews_py.keras_callbacks import (callbacks_for, configure_threads,
                                       cross_entropy, keras, log_import, macro_f1, make_optimizer,
-                                      parse_int_list, predict_np, set_deadline, to_float,
+                                      parse_int_list, predict_np, start_classifier_trial, to_float,
                                       to_int)
 from emews_py.pilot import PilotError, data_cache_dir, pilot_params
 
@@ -126,10 +126,7 @@ def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
 def run(params: dict, ctx) -> dict:
     p = pilot_params(__file__, params)
     t_start = time.time()
-    set_deadline(ctx, p.get("timeout"))
-    for k in ("activation", "out_activation"):
-        check_choice(p[k], k, PILOT, kind="activation")
-    check_choice(p["loss"], "loss", PILOT, kind="loss")
+    start_classifier_trial(p, ctx, PILOT)
     conv = parse_int_list(p["conv"], "conv", allow_empty=True)
     if len(conv) % 3:
         raise PilotError(f"pilot drug: conv must hold (filters, kernel, stride) triples, got {conv}")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.keras_callbacks import (callbacks_for, check_choice, configure_threads,
+from emews_py.keras_callbacks import (callbacks_for, configure_threads,
                                       cross_entropy, keras, log_import, macro_f1, make_optimizer,
-                                      parse_int_list, predict_np, set_deadline, to_float, to_int)
+                                      parse_int_list, predict_np, start_classifier_trial, to_float, to_int)
 from emews_py.pilot import PilotError, data_cache_dir, pilot_params
 
 from . import data as treat_data
@@ -178,10 +178,7 @@ def _loggable(p: dict) -> dict:
 def run(params: dict, ctx) -> dict:
     p = pilot_params(__file__, params)
     t_start = time.time()
-    set_deadline(ctx, p.get("timeout"))
-    for k in ("activation", "out_activation"):
-        check_choice(p[k], k, PILOT, kind="activation")
-    check_choice(p["loss"], "loss", PILOT, kind="loss")
+    start_classifier_trial(p, ctx, PILOT)
     shared = parse_int_list(p["shared_nnet_spec"], "shared_nnet_spec")
     n_fold = to_int(p["n_fold"], "n_fold", 1)
     max_samples = to_int(p["max_samples"], "max_samples", 0)
