@@ -179,21 +179,27 @@ def _perr(msg: str):
     return PilotError(msg)
 
 
-def to_int(v: Any, name: str, lo: int | None = None) -> int:
+def to_int(v: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer parameter as it may arrive from R or JSON (3, 3.0, "3"); bools and fractions
+    are errors naming the parameter."""
     try:
+        if isinstance(v, bool):
+            raise ValueError
         f = float(v)
         i = int(round(f))
         if abs(f - i) > 1e-9:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _perr(f"parameter {name!r} must be an integer, got {v!r}") from None
-    if lo is not None and i < lo:
-        raise _perr(f"parameter {name!r} must be >= {lo}, got {i}")
+    if (lo is not None and i < lo) or (hi is not None and i > hi):
+        raise _perr(f"parameter {name!r} = {i} is out of range [{lo}, {hi}]")
     return i
 
 
 def to_float(v: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
     try:
+        if isinstance(v, bool):
+            raise ValueError
         f = float(v)
     except (TypeError, ValueError):
         raise _perr(f"parameter {name!r} must be a number, got {v!r}") from None

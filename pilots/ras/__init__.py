@@ -16,7 +16,8 @@ import os
 import sys
 import time
 
-from emews_py.keras_callbacks import callbacks_for, configure_threads, keras, log_import
+from emews_py.keras_callbacks import (callbacks_for, configure_threads, keras, log_import, to_float,
+                                      to_int)
 from emews_py.pilot import PilotError, pilot_params
 
 from . import data as ras_data
@@ -34,34 +35,6 @@ LOSSES = ("mse", "mae", "huber")
 
 def _err(name: str, value, want: str) -> PilotError:
     return PilotError(f"pilot '{PILOT}': parameter '{name}' is {value!r}; it must be {want}.")
-
-
-def to_int(v, name: str, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(v, bool):
-        raise _err(name, v, "an integer")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise _err(name, v, "an integer") from None
-    if not math.isfinite(f) or f != int(f):
-        raise _err(name, v, "an integer")
-    i = int(f)
-    if (lo is not None and i < lo) or (hi is not None and i > hi):
-        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise _err(name, v, f"an integer {rng}")
-    return i
-
-
-def to_float(v, name: str, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(v, bool):
-        raise _err(name, v, "a number")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise _err(name, v, "a number") from None
-    if not math.isfinite(f) or (lo is not None and f < lo) or (hi is not None and f > hi):
-        raise _err(name, v, f"a number in [{lo}, {hi}]")
-    return f
 
 
 def to_bool(v, name: str) -> bool:
