@@ -9,7 +9,7 @@ runs (the early search), over >= 10 seeds on Branin
   * random (R)     r_algorithms/random.R (plain EMEWS ';' batches of 8)
   * TPE (Optuna)   optuna.samplers.TPESampler, ask/tell in batches of 8 (outside reference)
 
-The R optimizers run UNMODIFIED through tests/r/fake_eq.R: the EQ driver side is emulated in
+The R optimizers run UNMODIFIED through eq/R/sim.R: the EQ driver side is emulated in
 process and the farm is SIMULATED (random trial durations in simulated time), so this measures
 search quality, not dispatch speed. Seeds run in parallel, at most --jobs (default 2) processes.
 
@@ -50,7 +50,7 @@ R_JOB = r"""
 args <- commandArgs(trailingOnly = TRUE)
 home <- args[1]; algo <- args[2]; space <- args[3]; seed <- as.integer(args[4]); extra <- args[5]
 EQ_HOME <- home
-source(file.path(home, "tests", "r", "fake_eq.R"))
+source(file.path(home, "eq", "R", "sim.R"))
 mode <- if (algo == "mbo_stream") "stream" else "batch"
 settings <- sprintf("max.budget = %d, propose.points = %d, workers = %d, seed = %d, mode = '%s', verbose = FALSE, param.set.file = '%s'",
                     %BUDGET%L, %BATCH%L, %BATCH%L, seed, mode, file.path(home, space))
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     fns = a.functions.split(",")
     seeds = list(range(1, a.seeds + 1))
     print(f"optimizer quality: {BUDGET} evaluations in batches of {BATCH}, {len(seeds)} seeds; R optimizers run "
-          f"unmodified through tests/r/fake_eq.R with a SIMULATED farm ({BATCH} workers, random durations in "
+          f"unmodified through eq/R/sim.R with a SIMULATED farm ({BATCH} workers, random durations in "
           f"simulated time): this measures search quality, not dispatch.", flush=True)
     if a.mbo_settings:
         print(f"extra mlrMBO settings: {a.mbo_settings}", flush=True)

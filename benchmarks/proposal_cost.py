@@ -24,7 +24,7 @@ args <- commandArgs(trailingOnly = TRUE)
 home <- args[1]; extra <- args[2]; reps <- as.integer(args[3])
 EQ_HOME <- home
 options(mlrMBO.source.only = TRUE)
-source(file.path(home, "eq", "EQ.R")); source(file.path(home, "eq", "space.R"))
+source(file.path(home, "eq", "R", "EQ.R")); source(file.path(home, "eq", "R", "space.R"))
 source(file.path(home, "r_algorithms", "mlrMBO.R"))
 space <- tempfile(fileext = ".R")
 writeLines('param.set <- makeParamSet(

@@ -188,24 +188,6 @@ class ExperimentFailed(Exception):
     pass
 
 
-def r_settings_text(settings: dict) -> str:
-    """Settings as R argument text, as CANDLE/Supervisor hands them to mlrMBO."""
-    def lit(v):
-        if v is None:
-            return "NA"
-        if isinstance(v, bool):
-            return "TRUE" if v else "FALSE"
-        if isinstance(v, int):
-            return f"{v}L" if abs(v) < 2**31 else repr(float(v))
-        if isinstance(v, float):
-            return "NaN" if math.isnan(v) else ("Inf" if v > 0 else "-Inf") if math.isinf(v) else repr(v)
-        if isinstance(v, (list, tuple)):
-            return "c(" + ", ".join(lit(x) for x in v) + ")"
-        s = str(v).replace("\\", "\\\\").replace("'", "\\'")
-        return f"'{s}'"
-    return ", ".join(f"{k} = {lit(v)}" for k, v in settings.items())
-
-
 class Driver:
     def __init__(self, comm, cfg: dict):
         from emews_py import store
@@ -314,6 +296,7 @@ class Driver:
         if s == "Params":
             settings = self.cfg["settings"]
             if self.cfg["algo_file"].endswith(".R"):
+                from emews_py.rbridge import r_settings_text
                 self.server.reply(r_settings_text(settings))
             else:
                 self.server.reply(json.dumps(dict(settings, space=self.space)))

@@ -95,7 +95,7 @@ def run_r(client: eq.EQClient, algo: Path) -> str:
       }""")
     ro.globalenv["EQ_HOME"] = str(REPO_ROOT)
     for helper in ("EQ.R", "space.R"):
-        f = EQ_DIR / helper
+        f = EQ_DIR / "R" / helper
         if f.is_file():
             ro.r["source"](str(f))
     err = str(ro.r(R_RUNNER)(str(algo))[0])

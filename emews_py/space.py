@@ -1,4 +1,4 @@
-"""Search spaces in Python: CANDLE ParamHelpers files (exported to JSON by eq/space.R) or JSON.
+"""Search spaces in Python: CANDLE ParamHelpers files (exported to JSON by eq/R/space.R) or JSON.
 
 Python optimizers get the same space as R ones; the driver uses it to reject points that are
 outside the space before they reach a pilot.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from emews_py.pilot import REPO_ROOT
 
-SPACE_R = REPO_ROOT / "eq" / "space.R"
+SPACE_R = REPO_ROOT / "eq" / "R" / "space.R"
 
 
 class SpaceError(Exception):
@@ -52,7 +52,7 @@ def load_space(path: str | Path) -> dict:
         try:
             space = json.loads(out)
         except json.JSONDecodeError:
-            raise SpaceError(f"eq/space.R gave no JSON for {path}: {out[:300]!r}") from None
+            raise SpaceError(f"eq/R/space.R gave no JSON for {path}: {out[:300]!r}") from None
     _check(space, path)
     return space
 

@@ -33,7 +33,7 @@ class Experiment(Base):
     pilot = Column(String(100), nullable=False)
     algorithm = Column(String(200), nullable=False)
     space = Column(Text)              # the space file as the user wrote it
-    space_json = Column(JSON(none_as_null=True))         # the same space as JSON (eq/space.R export)
+    space_json = Column(JSON(none_as_null=True))         # the same space as JSON (eq/R/space.R export)
     settings = Column(JSON(none_as_null=True))           # algorithm settings as sent in the "Params" handshake
     status = Column(String(20), nullable=False, default="running")  # running, completed, failed
     run_dir = Column(Text)

@@ -4,7 +4,7 @@
 # random-forest surrogate with standard errors, (q)LCB infill with lambda ~ Exp(1) per point as in
 # setMBOControlMultiPoint(method = "cb"), focus search (mlrMBO >= 1.1: opt.restarts = 3,
 # opt.focussearch.maxit = 5, opt.focussearch.points = 1000), and a Latin hypercube initial design.
-# It uses only OUT_put()/IN_get() through the helpers of eq/EQ.R and eq/space.R (the runtime
+# It uses only OUT_put()/IN_get() through the helpers of eq/R/EQ.R and eq/R/space.R (the runtime
 # sources both first; EQ_HOME is the repository root).
 #
 # Settings (from the "Params" handshake, R argument text; user SETTINGS="..." are appended):

@@ -1,6 +1,6 @@
-"""Runs the pure-R tests of eq/space.R, eq/EQ.R and r_algorithms/mlrMBO.R (tests/r/test_mlrMBO.R).
+"""Runs the pure-R tests of eq/R/space.R, eq/R/EQ.R and r_algorithms/mlrMBO.R (tests/r/test_mlrMBO.R).
 
-They drive the optimizer through tests/r/fake_eq.R, an in-process stand-in for the EQ driver
+They drive the optimizer through eq/R/sim.R, an in-process stand-in for the EQ driver
 with a simulated farm, so no ZeroMQ/MPI is involved.
 """
 import subprocess

@@ -1,13 +1,13 @@
-# Tests for eq/space.R, eq/EQ.R and r_algorithms/mlrMBO.R through the in-process fake driver.
+# Tests for eq/R/space.R, eq/R/EQ.R and r_algorithms/mlrMBO.R through the in-process fake driver.
 # Run from anywhere:  Rscript tests/r/test_mlrMBO.R      (exit status 0 = all passed)
 # Small focus-search settings keep it fast; the search-quality benchmark is
 # benchmarks/optimizer_quality.py.
 
 .this <- normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))
 EQ_HOME <- normalizePath(file.path(dirname(.this), "..", ".."))
-source(file.path(EQ_HOME, "tests", "r", "fake_eq.R"))
-source(file.path(EQ_HOME, "eq", "EQ.R"))
-source(file.path(EQ_HOME, "eq", "space.R"))
+source(file.path(EQ_HOME, "eq", "R", "sim.R"))
+source(file.path(EQ_HOME, "eq", "R", "EQ.R"))
+source(file.path(EQ_HOME, "eq", "R", "space.R"))
 
 failures <- 0L
 check <- function(name, expr) {
@@ -32,7 +32,7 @@ mbo <- function(settings, ...) suppressMessages(fake_eq_run(file.path(EQ_HOME, "
                                                             paste(settings, FAST, sep = ", "), ...))
 params_df <- function(h) do.call(rbind, lapply(fake_eq_trials(h)$params, function(p) as.data.frame(p, optional = TRUE)))
 
-# --- eq/space.R -------------------------------------------------------------------------------
+# --- eq/R/space.R -------------------------------------------------------------------------------
 check("space: bench and example spaces load and export", {
   for (f in c("bench_branin.R", "bench_hartmann6.R", "bench_mixed.R", "candle_example_space.R")) {
     ps <- eq_space_load(space(f))
@@ -84,26 +84,26 @@ check("space: bad files give one clear paragraph", {
   expect_error_like(eq_space_load(tmp_space("param.set <- makeParamSet(makeNumericParam('x'))")), "infinite bound")
 })
 
-check("space: Rscript eq/space.R export/transform (good and bad)", {
+check("space: Rscript eq/R/space.R export/transform (good and bad)", {
   rs <- file.path(R.home("bin"), "Rscript")
-  out <- system2(rs, c(file.path(EQ_HOME, "eq", "space.R"), "export", space("bench_mixed.R")), stdout = TRUE, stderr = TRUE)
+  out <- system2(rs, c(file.path(EQ_HOME, "eq", "R", "space.R"), "export", space("bench_mixed.R")), stdout = TRUE, stderr = TRUE)
   expect(is.null(attr(out, "status")), "exit status ", attr(out, "status"))
   js <- jsonlite::fromJSON(paste(out, collapse = ""), simplifyVector = FALSE)
   expect(length(js$params) == 5L && js$params[[5]]$id == "cat", "mixed space JSON")
   errf <- tempfile()
   bad <- tmp_space("param.set <- makeParamSet(makeNumericParam('x', 0, 1)")
-  st <- suppressWarnings(system2(rs, c(file.path(EQ_HOME, "eq", "space.R"), "export", bad), stdout = TRUE, stderr = errf))
+  st <- suppressWarnings(system2(rs, c(file.path(EQ_HOME, "eq", "R", "space.R"), "export", bad), stdout = TRUE, stderr = errf))
   expect(identical(attr(st, "status"), 1L), "bad file should exit 1")
   err <- readLines(errf)
   expect(length(err) == 1L && grepl("not valid R", err) && grepl(basename(bad), err), "one-paragraph stderr: ", paste(err, collapse = "|"))
-  out <- system2(rs, c(file.path(EQ_HOME, "eq", "space.R"), "transform", space("candle_example_space.R"),
+  out <- system2(rs, c(file.path(EQ_HOME, "eq", "R", "space.R"), "transform", space("candle_example_space.R"),
                        shQuote('[{"batch_size": 5, "dense": "64"}, {"batch_size": 10, "learning_rate": -1}]')), stdout = TRUE)
   pts <- jsonlite::fromJSON(paste(out, collapse = ""), simplifyVector = FALSE)
   expect(identical(pts[[1]]$batch_size, 32L) && identical(pts[[2]]$batch_size, 1024L) && pts[[2]]$learning_rate == 0.1,
          "transform CLI: ", paste(out, collapse = ""))
 })
 
-# --- eq/EQ.R and the fake driver ---------------------------------------------------------------
+# --- eq/R/EQ.R and the fake driver ---------------------------------------------------------------
 check("EQ: JSON encoding of points and the plain EMEWS convention", {
   js <- eq_points_json(data.frame(a = c("x", "y"), n = c(1L, 2L), f = c(TRUE, FALSE), v = c(0.1 + 0.2, 32)))
   expect(identical(js, '[{"a":"x","n":1,"f":true,"v":0.30000000000000004},{"a":"y","n":2,"f":false,"v":32}]'), js)

@@ -1,5 +1,5 @@
-# eq/EQ.R -- R helpers for optimizers, built ONLY on the two EMEWS calls OUT_put(string) and
-# IN_get(), which the runtime (or tests/r/fake_eq.R) defines as R globals before sourcing this.
+# eq/R/EQ.R -- R helpers for optimizers, built ONLY on the two EMEWS calls OUT_put(string) and
+# IN_get(), which the runtime (or eq/R/sim.R) defines as R globals before sourcing this.
 # See docs/eq-protocol.md and docs/writing-an-optimizer.md.
 #
 #   eq_settings()          "Params" handshake; returns the settings as a named list
@@ -89,7 +89,7 @@ eq_points_json <- function(points) {
 .eq_check_transport <- function() {
   if (!exists("OUT_put", mode = "function") || !exists("IN_get", mode = "function"))
     .eq_fail("eq: OUT_put()/IN_get() are not defined. The EMEWS runtime defines them before it ",
-             "sources the optimizer; to run an optimizer without the runtime use tests/r/fake_eq.R.")
+             "sources the optimizer; to run an optimizer without the runtime use eq/R/sim.R.")
 }
 
 .eq_get_json <- function(expect) {

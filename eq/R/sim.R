@@ -1,4 +1,4 @@
-# tests/r/fake_eq.R -- an in-process stand-in for the driver side of the EQ protocol, so that an R
+# eq/R/sim.R -- an in-process stand-in for the driver side of the EQ protocol, so that an R
 # optimizer can be run and tested without ZeroMQ, MPI or Python. It defines the EMEWS globals
 # OUT_put(string) / IN_get() and answers exactly as docs/eq-protocol.md says the driver does:
 #   * "Params" handshake -> the settings string given by the test;
@@ -225,16 +225,16 @@ fake_eq_utilization <- function(h) {
   sum(tr$finish[ok] - tr$start[ok]) / (h$workers * max(tr$finish[ok]))
 }
 
-# Run an R optimizer as the runtime does: define OUT_put/IN_get and EQ_HOME, source eq/EQ.R,
-# eq/space.R and the algorithm in the global environment. Errors from the algorithm propagate
+# Run an R optimizer as the runtime does: define OUT_put/IN_get and EQ_HOME, source eq/R/EQ.R,
+# eq/R/space.R and the algorithm in the global environment. Errors from the algorithm propagate
 # (with the harness available as attr(error, "harness") through fake_eq_last()).
 fake_eq_run <- function(algo, settings, objective = fake_eq_objective, workers = 4L, ...,
                         eq_home = fake_eq_home()) {
   h <- fake_eq_new(settings = settings, objective = objective, workers = workers, ...)
   assign(".fake_eq_last", h, envir = globalenv())
   assign("EQ_HOME", eq_home, envir = globalenv())
-  source(file.path(eq_home, "eq", "EQ.R"), local = globalenv())
-  source(file.path(eq_home, "eq", "space.R"), local = globalenv())
+  source(file.path(eq_home, "eq", "R", "EQ.R"), local = globalenv())
+  source(file.path(eq_home, "eq", "R", "space.R"), local = globalenv())
   if (!grepl("/", algo)) algo <- file.path(eq_home, "r_algorithms", paste0(algo, ".R"))
   source(algo, local = globalenv())
   h
@@ -246,7 +246,7 @@ fake_eq_home <- function() {
   if (exists("EQ_HOME", envir = globalenv())) return(get("EQ_HOME", envir = globalenv()))
   d <- Sys.getenv("EQ_HOME", "")
   if (nzchar(d)) return(normalizePath(d))
-  # tests/r/fake_eq.R -> repository root
+  # eq/R/sim.R -> repository root
   f <- tryCatch(normalizePath(sys.frame(1)$ofile), error = function(e) NULL)
   if (!is.null(f)) return(dirname(dirname(dirname(f))))
   normalizePath(".")

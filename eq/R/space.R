@@ -1,4 +1,4 @@
-# eq/space.R -- CANDLE/ParamHelpers search spaces for every optimizer and for the Python core.
+# eq/R/space.R -- CANDLE/ParamHelpers search spaces for every optimizer and for the Python core.
 #
 #   eq_space_load(file)               -> ParamSet (sources FILE in a fresh environment)
 #   eq_space_json(par.set, source)    -> JSON text, format of docs/eq-protocol.md
@@ -6,8 +6,8 @@
 #   eq_space_check(par.set, file)     -> stop()s with one paragraph if the space is unusable
 #
 # Command line (the file is also source()-able; the CLI runs only under Rscript):
-#   Rscript eq/space.R export FILE              prints the JSON space; exit 1 + one paragraph on stderr
-#   Rscript eq/space.R transform FILE '[{...}]' prints the JSON array of transformed points
+#   Rscript eq/R/space.R export FILE              prints the JSON space; exit 1 + one paragraph on stderr
+#   Rscript eq/R/space.R transform FILE '[{...}]' prints the JSON array of transformed points
 #
 # Supported parameter types: numeric, integer (both with finite bounds and optional trafo),
 # discrete (values: scalar strings, numbers or logicals), logical. Vector parameters, untyped,
@@ -198,7 +198,7 @@ eq_space_transform <- function(par.set, x) {
 }
 
 .eq_space_cli <- function(args) {
-  usage <- paste("usage: Rscript eq/space.R export FILE | Rscript eq/space.R transform FILE",
+  usage <- paste("usage: Rscript eq/R/space.R export FILE | Rscript eq/R/space.R transform FILE",
                  "'[{...untransformed point...}, ...]'")
   res <- tryCatch({
     if (length(args) < 2L || !(args[1] %in% c("export", "transform")))

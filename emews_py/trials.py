@@ -1,0 +1,127 @@
+"""The vocabulary every part shares: trial and experiment states, the trial record, the result.
+
+A ``Trial`` is rank 0's record of one evaluation; it changes only through its own methods
+(``start``, ``finish``, ``cancel``, ``requeue``), so every state change is one line here and the
+store writes exactly these fields. A ``Result`` is what a worker sends back: immutable, and small
+on the wire (a tuple), since no-op trials travel at >10,000/s.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TrialStatus(str, enum.Enum):
+    """The ``trials.status`` column. A ``str`` enum, so values compare and serialize as text."""
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_open(self) -> bool:
+        """Not finished yet: the trial may still run (or is running)."""
+        return self in _OPEN
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in _OPEN
+
+
+_OPEN = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
+OPEN_STATUSES = tuple(s.value for s in _OPEN)
+
+
+class ExperimentStatus(str, enum.Enum):
+    """The ``experiments.status`` column."""
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def finite_or_none(v: Any) -> float | None:
+    """An objective as stored and reported: a finite float, or None (NaN, +-inf, missing)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A finished evaluation, as a worker reports it."""
+    trial_id: int
+    status: TrialStatus
+    started_at: float
+    finished_at: float
+    worker: int | None = None
+    host: str | None = None
+    objective: float | None = None
+    metrics: dict | None = None
+    error: str | None = None
+    model_path: str | None = None
+
+    def to_wire(self) -> tuple:
+        return (self.trial_id, self.status.value, self.started_at, self.finished_at, self.worker,
+                self.host, self.objective, self.metrics, self.error, self.model_path)
+
+    @classmethod
+    def from_wire(cls, w: tuple) -> "Result":
+        return cls(w[0], TrialStatus(w[1]), *w[2:])
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
+@dataclass(slots=True)
+class Trial:
+    """One trial of an experiment, as rank 0 knows it (the columns of ``trials``)."""
+    id: int
+    params: dict
+    submitted_at: float
+    status: TrialStatus = TrialStatus.QUEUED
+    worker: int | None = None
+    host: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    objective: float | None = None
+    metrics: dict | None = field(default=None)
+    error: str | None = None
+
+    def start(self, worker: int, host: str | None, at: float) -> None:
+        self.status, self.worker, self.host, self.started_at = TrialStatus.RUNNING, worker, host, at
+
+    def finish(self, r: Result) -> None:
+        """Record a worker's result; a non-finite objective (a diverged loss) is stored as None."""
+        self.status = r.status
+        self.objective = finite_or_none(r.objective)
+        self.metrics, self.error = r.metrics, r.error
+        self.worker, self.host = r.worker, r.host
+        self.started_at, self.finished_at = r.started_at, r.finished_at
+
+    def cancel(self, why: str, at: float) -> None:
+        self.status, self.error, self.finished_at = TrialStatus.CANCELLED, why, at
+
+    def requeue(self) -> None:
+        """Back to the queue (its worker was written off before it started this trial)."""
+        self.status, self.worker, self.host, self.started_at = TrialStatus.QUEUED, None, None, None
+
+    def value(self, impute: float = math.nan) -> float:
+        """What a plain EMEWS optimizer receives: the objective, or ``impute`` if there is none."""
+        if self.status is TrialStatus.COMPLETED and self.objective is not None:
+            return self.objective
+        return impute
