@@ -1,4 +1,17 @@
-"""The metadata store (being split into schema, writer and queries)."""
-from emews_py.store.schema import *  # noqa: F401,F403
-from emews_py.store.schema import (Base, Writer, _finite, init_db, json_dumps, make_engine,  # noqa: F401
-                                   summary, ts, utcnow)
+"""The metadata store: experiments, trials, callback events and saved models, in plain SQL tables.
+
+Any SQLAlchemy URL works; SQLite is the embedded default and PostgreSQL the store for clusters.
+The schema is public (users write SQL against it) and documented in docs/store.md.
+
+- ``schema``: the tables as this code expects them, ``SCHEMA_VERSION``, the value formats.
+- ``engine``: ``make_engine``, and ``init_db``, which brings any database to ``SCHEMA_VERSION``
+  through the alembic migrations in ``migrations/``.
+- ``writer``: ``Writer``, rank 0's single, batched writer.
+- ``queries``: ``summary`` and ``end_experiment``.
+"""
+from emews_py.store.engine import (SchemaTooNew, init_db, make_engine, migrate,  # noqa: F401
+                                   schema_version)
+from emews_py.store.queries import end_experiment, summary  # noqa: F401
+from emews_py.store.schema import (SCHEMA_VERSION, TRIAL_STATUSES, Base, events,  # noqa: F401
+                                   experiments, json_dumps, models, trials, ts, utcnow)
+from emews_py.store.writer import Writer  # noqa: F401

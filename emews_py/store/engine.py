@@ -1,0 +1,147 @@
+"""Opening a store: engines, and bringing a database to the schema this code expects.
+
+``init_db(url)`` creates a new database at the head revision, stamps a database made by release
+0.1.0 (tables, no ``alembic_version``) as revision 0001 and upgrades it, and refuses a database
+written by a newer release. The migrations ship in this package (``migrations/``) and run through
+alembic's own commands with a ``Config`` built here, so users need no alembic.ini.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect, make_url, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from emews_py.store.schema import SCHEMA_VERSION, json_dumps
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+RELEASE_0_1_0 = "0001"       # the schema of release 0.1.0, which had no alembic_version table
+_PG_LOCK_KEY = 720931        # any fixed key: serializes schema changes on one PostgreSQL database
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer emews-py than this one."""
+
+
+def _sqlite_engine(url: str, foreign_keys: bool, **kw) -> Engine:
+    eng = create_engine(url, connect_args={"timeout": 30}, json_serializer=json_dumps, **kw)
+
+    @event.listens_for(eng, "connect")
+    def _pragmas(conn, _):  # WAL lets readers (users' SQL) run while rank 0 writes
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        # Off only while migrating: SQLite's batch mode copies and drops tables that others
+        # reference, and the pragma cannot change inside the transaction that does it.
+        cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cur.close()
+        conn.isolation_level = None  # transactions are begun below, not by pysqlite
+
+    @event.listens_for(eng, "begin")
+    def _begin(conn):  # take the write lock up front (see Writer.add_trials and init_db)
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return eng
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, foreign_keys=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
+
+
+def alembic_config(connection: Connection | None = None):
+    """alembic's Config for the shipped migrations, run on ``connection`` (inside its transaction)."""
+    from alembic.config import Config
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def current_version(c: Connection) -> str | None:
+    """The database's schema revision; None for an empty database; RELEASE_0_1_0 for a store made
+    by release 0.1.0 (its tables, no alembic_version)."""
+    from alembic.runtime.migration import MigrationContext
+    heads = MigrationContext.configure(c).get_current_heads()
+    if heads:
+        return heads[0]
+    return RELEASE_0_1_0 if inspect(c).has_table("experiments") else None
+
+
+def _migrate(c: Connection, url: str, target: str, downgrade: bool) -> None:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    cfg = alembic_config(c)
+    have = current_version(c)
+    known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+    if have is not None and have not in known:
+        raise SchemaTooNew(
+            f"The store {make_url(url).render_as_string(hide_password=True)} has schema version {have}, which this emews-py does not know (it "
+            f"knows versions up to {SCHEMA_VERSION}): a newer release of emews-py wrote to it. "
+            f"Upgrade emews-py where you run this (git pull, then `make setup`; or `pip install "
+            f"-U emews-py`), or give this run a database of its own with DB=URL / --db URL. The "
+            f"database was not changed.")
+    if have == RELEASE_0_1_0 and not MigrationContext.configure(c).get_current_heads():
+        command.stamp(cfg, RELEASE_0_1_0)  # 0.1.0 made these tables; alembic takes over from here
+    if downgrade:
+        command.downgrade(cfg, target)
+    else:
+        command.upgrade(cfg, target)
+
+
+def _locked(eng: Engine, url: str, work) -> None:
+    """Run ``work(connection)`` in one transaction that holds the schema lock. Experiments started
+    together against a fresh database race to create it: on PostgreSQL an advisory lock
+    serializes them; on SQLite BEGIN IMMEDIATE does, and we retry if the wait ran out."""
+    for attempt in range(5):
+        try:
+            with eng.begin() as c:
+                if eng.dialect.name == "postgresql":
+                    c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                work(c)
+            return
+        except DBAPIError:
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _migration_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, foreign_keys=False, poolclass=NullPool)
+    return create_engine(url, poolclass=NullPool)
+
+
+def migrate(url: str, target: str = "head", downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) the database at ``url`` to revision ``target``."""
+    eng = _migration_engine(url)
+    try:
+        _locked(eng, url, lambda c: _migrate(c, url, target, downgrade))
+    finally:
+        eng.dispose()
+
+
+def schema_version(url_or_engine: str | Engine) -> str | None:
+    eng = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        with eng.connect() as c:
+            return current_version(c)
+    finally:
+        if isinstance(url_or_engine, str):
+            eng.dispose()
+
+
+def init_db(url: str) -> Engine:
+    """The engine for the store at ``url``, its schema brought to SCHEMA_VERSION first."""
+    eng = make_engine(url)
+    with eng.connect() as c:  # the usual case, a database at head: no alembic machinery at all
+        have = current_version(c)
+        c.rollback()
+    if have != SCHEMA_VERSION:
+        migrate(url)
+    return eng

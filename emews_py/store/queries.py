@@ -1,0 +1,52 @@
+"""What the driver and the CLI ask of the store, each rule written once."""
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+
+from emews_py.store.schema import experiments, trials, utcnow
+from emews_py.trials import OPEN_STATUSES, ExperimentStatus, TrialStatus
+
+_WHY_CANCELLED = {
+    ExperimentStatus.COMPLETED: "the optimizer finished before this trial was needed",
+    ExperimentStatus.FAILED: "cancelled: the experiment failed",
+}
+
+
+def summary(engine: Engine, exp_id: int) -> dict:
+    """Counts by status and the best completed trial of an experiment."""
+    with engine.connect() as c:
+        counts = dict(c.execute(select(trials.c.status, func.count())
+                                .where(trials.c.experiment_id == exp_id)
+                                .group_by(trials.c.status)).all())
+        best = c.execute(select(trials.c.id, trials.c.objective, trials.c.params)
+                         .where(trials.c.experiment_id == exp_id,
+                                trials.c.status == TrialStatus.COMPLETED.value,
+                                trials.c.objective.is_not(None))
+                         .order_by(trials.c.objective).limit(1)).first()
+        exp = c.execute(select(experiments).where(experiments.c.id == exp_id)).mappings().first()
+    return {"counts": counts, "best": dict(best._mapping) if best else None,
+            "experiment": dict(exp) if exp else None}
+
+
+def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error: str | None = None,
+                   final_message: str | None = None, why_cancelled: str | None = None) -> int:
+    """End an experiment in one transaction: every trial of it still queued or running becomes
+    ``cancelled`` (``error`` = ``why_cancelled``, by default a reason that follows from ``status``;
+    ``finished_at`` = now), and the experiment gets ``status``, ``finished_at``, ``error`` and
+    ``final_message``. Returns how many trials were cancelled. The driver's normal end and failure,
+    and the CLI's post-mortem of a job that died under the driver, all end experiments here."""
+    status = ExperimentStatus(status)
+    if status is ExperimentStatus.RUNNING:
+        raise ValueError(f"end_experiment({exp_id}): an experiment ends as completed or failed, "
+                         f"not {status.value!r}")
+    why = why_cancelled if why_cancelled is not None else _WHY_CANCELLED[status]
+    now = utcnow()
+    with engine.begin() as c:
+        n = c.execute(update(trials)
+                      .where(trials.c.experiment_id == exp_id, trials.c.status.in_(OPEN_STATUSES))
+                      .values(status=TrialStatus.CANCELLED.value, error=why, finished_at=now)).rowcount
+        c.execute(update(experiments).where(experiments.c.id == exp_id)
+                  .values(status=status.value, finished_at=now, error=error,
+                          final_message=final_message))
+    return n
