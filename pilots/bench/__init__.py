@@ -11,7 +11,9 @@ import os
 import signal
 import time
 
-from emews_py.pilot import PilotError, pilot_params
+from emews_py.pilotkit.context import PilotError
+from emews_py.pilotkit.defaults import pilot_params
+from emews_py.pilotkit.params import to_bool, to_float, to_int
 
 MINIMA = {"branin": 0.397887357729739, "hartmann6": -3.32236801141551, "mixed": 0.0, "noop": 0.0}
 
@@ -44,24 +46,26 @@ def mixed(x1: float, x2: float, n: int, cat: str) -> float:
 def run(params: dict, ctx) -> float:
     p = pilot_params(__file__, params)
     f = p["function"]
-    if p["sleep"]:
-        end = time.time() + float(p["sleep"])
+    sleep, hang = to_float(p["sleep"], "sleep", 0.0), to_float(p["hang"], "hang", 0.0)
+    if sleep:
+        end = time.time() + sleep
         while time.time() < end:  # cooperative time limit, as a Keras callback would do
             ctx.check_deadline()
             time.sleep(min(0.05, max(0.0, end - time.time())))
-    if p["hang"]:
-        time.sleep(float(p["hang"]))
-    if p["crash"]:
+    if hang:
+        time.sleep(hang)
+    if to_bool(p["crash"], "crash"):
         os.kill(os.getpid(), signal.SIGKILL)
-    if p["fail"]:
+    if to_bool(p["fail"], "fail"):
         raise RuntimeError("bench pilot asked to fail (fail = True)")
     if f == "noop":
         return 0.0
     if f == "branin":
-        return branin(float(p["x1"]), float(p["x2"]))
+        return branin(to_float(p["x1"], "x1"), to_float(p["x2"], "x2"))
     if f == "hartmann6":
-        return hartmann6([float(p[f"x{i}"]) for i in range(1, 7)])
+        return hartmann6([to_float(p[f"x{i}"], f"x{i}") for i in range(1, 7)])
     if f == "mixed":
-        return mixed(float(p["x1"]), float(p["x2"]), int(p["n"]), str(p["cat"]))
+        return mixed(to_float(p["x1"], "x1"), to_float(p["x2"], "x2"), to_int(p["n"], "n"),
+                     str(p["cat"]))
     raise PilotError(f"bench: unknown function {f!r}; use one of {', '.join(MINIMA)} "
                      f"(parameter 'function' in pilots/bench/bench_default_model.txt or the space)")

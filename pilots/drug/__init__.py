@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.keras_callbacks import (callbacks_for, configure_threads,
-                                      cross_entropy, keras, log_import, macro_f1, make_optimizer,
-                                      parse_int_list, predict_np, start_classifier_trial, to_float,
-                                      to_int)
-from emews_py.pilot import PilotError, data_cache_dir, pilot_params
+from emews_py.pilotkit.cache import data_cache_dir
+from emews_py.pilotkit.context import PilotError
+from emews_py.pilotkit.defaults import pilot_params
+from emews_py.pilotkit.keras import (callbacks_for, configure_threads, keras, log_import,
+                                     make_optimizer, predict_np, start_classifier_trial)
+from emews_py.pilotkit.metrics import cross_entropy, macro_f1, roc_auc
+from emews_py.pilotkit.params import check_choice, parse_int_list, to_float, to_int
 
 from . import data as drug_data
 
@@ -114,15 +116,6 @@ def build_model(n_features: int, p: dict, conv: list[int], pool: list[int], dens
     return model
 
 
-def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
-    pos, neg = score[truth == 1], score[truth == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    # Mann-Whitney U: probability that a positive scores above a negative (ties count half)
-    gt = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(gt / (len(pos) * len(neg)))
-
-
 def run(params: dict, ctx) -> dict:
     p = pilot_params(__file__, params)
     t_start = time.time()
@@ -140,7 +133,7 @@ def run(params: dict, ctx) -> dict:
 
     train_f, test_f = resolve_files(p)
     d = get_data(train_f, test_f, to_int(p["feature_subsample"], "feature_subsample", 0),
-                 str(p["scaling"]))
+                 check_choice(p["scaling"], "scaling", ("std", "maxabs", "none"), PILOT))
     t_data = time.time() - t_start
     for part, f in (("train", train_f), ("test", test_f)):
         if d[f"y_{part}"].max() >= classes:
@@ -174,7 +167,7 @@ def run(params: dict, ctx) -> dict:
            "n_train": int(len(x_tr)), "n_test": int(len(x_te)),
            "data_seconds": float(t_data), "seconds": time.time() - t_start}
     if classes == 2:
-        out["val_auc"] = _auc(y_te, prob[:, 1])
+        out["val_auc"] = roc_auc(y_te, prob[:, 1])
     path = ctx.model_path(".keras")
     model.save(path)
     # Objective: validation cross-entropy of the final model; it equals Keras' val_loss under the

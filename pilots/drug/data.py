@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError, prepare_once
+from emews_py.pilotkit.cache import prepare_once
+from emews_py.pilotkit.context import PilotError
 
 DATA_VERSION = 1
 SEED = 2016

@@ -10,15 +10,16 @@ the saved model. Data layout and sources: ``pilots/ras/data.py`` and ``docs/pilo
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 
-from emews_py.keras_callbacks import (callbacks_for, configure_threads, keras, log_import, to_float,
-                                      to_int)
-from emews_py.pilot import PilotError, pilot_params
+from emews_py.pilotkit.context import PilotError
+from emews_py.pilotkit.defaults import pilot_params
+from emews_py.pilotkit.keras import (callbacks_for, check_keras_name, configure_threads, keras,
+                                     log_import, make_optimizer)
+from emews_py.pilotkit.params import check_choice, parse_int_list, to_bool, to_float, to_int
 
 from . import data as ras_data
 
@@ -26,47 +27,16 @@ PILOT = "ras"
 configure_threads()
 log_import(PILOT)
 
-OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad",
-              "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam"}
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam")
 LOSSES = ("mse", "mae", "huber")
 
 
 # ----------------------------------------------------------------------------- parameters
 
-def _err(name: str, value, want: str) -> PilotError:
-    return PilotError(f"pilot '{PILOT}': parameter '{name}' is {value!r}; it must be {want}.")
-
-
-def to_bool(v, name: str) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, (int, float)) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "t", "yes", "1", "false", "f", "no", "0"):
-        return v.strip().lower() in ("true", "t", "yes", "1")
-    raise _err(name, v, "true or false")
-
-
 def to_int_list(v, name: str) -> list[int]:
-    """A layer-size list from a list, an int, or a string: '256,64,16', '256 64 16', '[256, 64]'.
-
-    Search spaces keep values JSON-representable, so a discrete choice of layer lists is given as
-    strings; '' or '0' or [] means no layers."""
-    if isinstance(v, str):
-        s = v.strip()
-        if s.startswith("["):
-            try:
-                v = json.loads(s)
-            except ValueError:
-                raise _err(name, v, "a list of layer sizes like '256,64,16'") from None
-        else:
-            v = [t for t in s.replace(",", " ").split()]
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        v = [v]
-    if not isinstance(v, (list, tuple)):
-        raise _err(name, v, "a list of layer sizes like '256,64,16'")
-    out = [to_int(x, name, lo=0) for x in v]
-    return [x for x in out if x > 0]
+    """Layer sizes from a list, an int, or a string ('256,64,16', '256 64 16', '[256, 64]');
+    '' or '0' or [] means no layers (search spaces give discrete choices of lists as strings)."""
+    return parse_int_list(v, name, allow_empty=True, drop_zeros=True)
 
 
 def resolve_params(params: dict) -> dict:
@@ -81,7 +51,8 @@ def resolve_params(params: dict) -> dict:
     q["conv_features"] = to_int_list(p["conv_features"], "conv_features")
     q["dense"] = to_int_list(p["dense"], "dense")
     if not q["dense"]:
-        raise _err("dense", p["dense"], "at least one layer size (the last is the latent code)")
+        raise PilotError(f"pilot '{PILOT}': parameter 'dense' is {p['dense']!r}; it must hold at "
+                         f"least one layer size (the last is the latent code).")
     q["batch_size"] = to_int(p["batch_size"], "batch_size", 1)
     q["epochs"] = to_int(p["epochs"], "epochs", 1)
     q["learning_rate"] = to_float(p["learning_rate"], "learning_rate", 0.0)
@@ -93,20 +64,9 @@ def resolve_params(params: dict) -> dict:
     q["max_samples"] = to_int(p["max_samples"], "max_samples", 0)
     q["rng_seed"] = to_int(p["rng_seed"], "rng_seed", 0)
     q["verbose"] = to_int(p["verbose"], "verbose", 0, 2)
-    opt = str(p["optimizer"]).lower()
-    if opt not in OPTIMIZERS:
-        raise _err("optimizer", p["optimizer"], f"one of {', '.join(OPTIMIZERS)}")
-    q["optimizer"] = opt
-    loss = str(p["loss"]).lower()
-    if loss not in LOSSES:
-        raise _err("loss", p["loss"], f"one of {', '.join(LOSSES)}")
-    q["loss"] = loss
-    try:
-        keras.activations.get(str(p["activation"]))
-    except (ValueError, TypeError):
-        raise _err("activation", p["activation"], "a Keras activation such as relu, elu, tanh") \
-            from None
-    q["activation"] = str(p["activation"])
+    q["optimizer"] = check_choice(p["optimizer"], "optimizer", OPTIMIZERS, PILOT)
+    q["loss"] = check_choice(p["loss"], "loss", LOSSES, PILOT)
+    q["activation"] = check_keras_name(p["activation"], "activation", PILOT, "activation")
     return q
 
 
@@ -155,11 +115,6 @@ def build_model(input_shape: tuple[int, int], p: dict):
             keras.Model(inp, encoded, name="ras_encoder"))
 
 
-def make_optimizer(p: dict):
-    cls = getattr(keras.optimizers, OPTIMIZERS[p["optimizer"]])
-    return cls(learning_rate=p["learning_rate"])
-
-
 # ----------------------------------------------------------------------------- trial
 
 def run(params: dict, ctx) -> dict:
@@ -173,7 +128,7 @@ def run(params: dict, ctx) -> dict:
     keras.backend.clear_session()  # a resident worker must not pile up graphs across trials
     keras.utils.set_random_seed(p["rng_seed"])
     model, _ = build_model(x_tr.shape[1:], p)
-    model.compile(optimizer=make_optimizer(p), loss=p["loss"], metrics=["mse"])
+    model.compile(optimizer=make_optimizer(p["optimizer"], p["learning_rate"], PILOT), loss=p["loss"], metrics=["mse"])
     hist = model.fit(x_tr, x_tr, validation_data=(x_va, x_va), epochs=p["epochs"],
                      batch_size=p["batch_size"], shuffle=True, verbose=p["verbose"],
                      callbacks=callbacks_for(ctx, params=dict(params)))

@@ -50,7 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError, data_cache_dir, prepare_lock
+from emews_py.pilotkit.cache import data_cache_dir, prepare_lock
+from emews_py.pilotkit.context import PilotError
 
 PREP_VERSION = 1
 NUM_BEADS = 12

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.keras_callbacks import (callbacks_for, configure_threads,
-                                      cross_entropy, keras, log_import, macro_f1, make_optimizer,
-                                      parse_int_list, predict_np, start_classifier_trial, to_float, to_int)
-from emews_py.pilot import PilotError, data_cache_dir, pilot_params
+from emews_py.pilotkit.cache import data_cache_dir
+from emews_py.pilotkit.context import PilotError
+from emews_py.pilotkit.defaults import pilot_params
+from emews_py.pilotkit.keras import (callbacks_for, configure_threads, keras, log_import,
+                                     make_optimizer, predict_np, start_classifier_trial)
+from emews_py.pilotkit.metrics import cross_entropy, macro_f1
+from emews_py.pilotkit.params import parse_int_list, to_float, to_int
 
 from . import data as treat_data
 

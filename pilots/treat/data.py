@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emews_py.pilot import PilotError, prepare_once
+from emews_py.pilotkit.cache import prepare_once
+from emews_py.pilotkit.context import PilotError
 
 DEFAULT_SET = "hhs_breach"
 DATA_VERSION = 1          # bump when the preparation changes; old caches are rebuilt
