@@ -1,16 +1,16 @@
-"""The metadata store on a real PostgreSQL server, with SQLite for parity.
+"""The metadata store on a real PostgreSQL server, with SQLite for parity, through whole runs.
 
 Each test runs `emews workflow` as a user would (a subprocess: mpiexec, R or Python optimizer,
 resident workers) and then checks the store with plain SQL, the way users read it
 (docs/store.md). The PostgreSQL server is a throwaway one (tests/pg_server.py, fixture
 ``postgres_url`` in conftest.py); every test gets its own fresh database on it. Without the
-PostgreSQL binaries the PostgreSQL cases fail and say to run `make setup`.
+PostgreSQL binaries the PostgreSQL cases fail and say to run `make setup`. The store's own
+interface (schema versions, the writer, end_experiment) is tested in tests/test_store.py.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
 import socket
 import subprocess
@@ -197,26 +197,3 @@ def test_two_experiments_at_once_keep_separate_trials(store):
     per_exp = {r["experiment_id"]: r["n"] for r in sql(
         url, "SELECT experiment_id, COUNT(*) AS n FROM trials GROUP BY experiment_id")}
     assert per_exp == {ids["random"]: BUDGET, ids["py_random"]: BUDGET}
-
-
-def test_json_columns_hold_strict_json(store):
-    """NaN/inf (a diverged loss) become null, which PostgreSQL's json type requires; the
-    store's own Writer, as rank 0 uses it."""
-    from emews_py import store as st
-    url, runs, _ = store
-    runs.mkdir(parents=True, exist_ok=True)
-    eng = st.init_db(url)
-    w = st.Writer(eng)
-    e = w.create_experiment(name="nan", pilot="bench", algorithm="none",
-                            settings={"impute": math.nan})
-    (tid,) = w.add_trials(e, [{"x1": 1.0}], submitted=0.0)
-    w.trial_changed({"id": tid, "status": "completed", "objective": None,
-                     "metrics": {"val_loss": math.nan, "hist": [1.0, math.inf]}})
-    w.add_events([{"trial_id": tid, "kind": "epoch_end", "epoch": 0, "metrics": {"loss": -math.inf}}])
-    w.flush()
-    eng.dispose()
-    t = sql(url, "SELECT metrics FROM trials WHERE id = :t", t=tid)[0]
-    assert as_json(t["metrics"]) == {"val_loss": None, "hist": [1.0, None]}
-    ev = sql(url, "SELECT metrics FROM events WHERE trial_id = :t", t=tid)[0]
-    assert as_json(ev["metrics"]) == {"loss": None}
-    assert as_json(sql(url, "SELECT settings FROM experiments")[0]["settings"]) == {"impute": None}
