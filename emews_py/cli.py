@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from emews_py import rbridge
 from emews_py.pilot import PILOTS_DIR, REPO_ROOT, PilotError, read_default_model
 from emews_py.space import SpaceError, load_space
 
@@ -83,16 +84,12 @@ def parse_settings(text: str) -> dict:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise UsageError(f"SETTINGS looks like JSON but is not valid ({e}): {text!r}") from None
-    code = ("x <- eval(parse(text = paste0('list(', commandArgs(TRUE)[1], ')'))); "
-            "cat(jsonlite::toJSON(x, auto_unbox = TRUE, digits = NA, na = 'null'))")
-    p = subprocess.run(["Rscript", "--vanilla", "-e", code, text], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise UsageError(f"SETTINGS {text!r} is not valid R argument text: "
-                         f"{p.stderr.strip().replace('Execution halted', '').strip()}. "
-                         f"Write it as name = value pairs, e.g. SETTINGS=\"design.size = 20, "
-                         f"mode = 'batch'\".")
-    out = json.loads(p.stdout or "{}")
-    return out if isinstance(out, dict) else {}
+    try:
+        return rbridge.parse_settings(text)
+    except rbridge.RError as e:
+        raise UsageError(f"SETTINGS {text!r} is not valid R argument text: {e}. Write it as "
+                         f"name = value pairs, e.g. SETTINGS=\"design.size = 20, "
+                         f"mode = 'batch'\".") from None
 
 
 def prepare(a: argparse.Namespace) -> tuple[dict, Path]:

@@ -1,12 +1,30 @@
 """The only Python that talks to R: R literals, ``Rscript`` calls and the embedded rpy2 session.
 
 Everything that turns Python values into R text, or runs R, goes through here, so quoting rules
-and error wording live in one place.
+and error wording live in one place. The R code itself is in ``eq/R/*.R``:
+
+- ``space.R``    ParamHelpers spaces (``Rscript eq/R/space.R export|transform ...``)
+- ``settings.R`` SETTINGS text -> JSON (``Rscript eq/R/settings.R TEXT``)
+- ``runner.R``   running an optimizer script in the embedded R (OUT_put/IN_get, R traceback)
+- ``sim.R``      the simulated farm behind ``emews simulate``
 """
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+from pathlib import Path
+from typing import Callable
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+R_DIR = REPO_ROOT / "eq" / "R"
+
+
+class RError(Exception):
+    """R reported an error; the message is R's, as one paragraph."""
+
+
+# --- R literals -------------------------------------------------------------------------------
 
 def r_literal(v) -> str:
     """One Python value as R source text (strings single-quoted and escaped)."""
@@ -31,3 +49,80 @@ def r_literal(v) -> str:
 def r_settings_text(settings: dict) -> str:
     """Settings as R argument text, as CANDLE/Supervisor hands them to mlrMBO."""
     return ", ".join(f"{k} = {r_literal(v)}" for k, v in settings.items())
+
+
+# --- Rscript ----------------------------------------------------------------------------------
+
+def rscript(script: str, *args: str, timeout: float = 120) -> str:
+    """Run ``Rscript --vanilla eq/R/SCRIPT ARGS...`` (arguments as argv, never through a shell);
+    returns stdout, raises RError with R's message on a non-zero exit."""
+    try:
+        p = subprocess.run(["Rscript", "--vanilla", str(R_DIR / script), *args],
+                           capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise RError("Rscript is not on PATH; R is needed here (run `make setup`).") from None
+    except subprocess.TimeoutExpired:
+        raise RError(f"Rscript eq/R/{script} did not finish within {timeout:g} s.") from None
+    if p.returncode != 0:
+        raise RError((p.stderr.strip() or p.stdout.strip()).replace("Execution halted", "").strip())
+    return p.stdout
+
+
+def parse_settings(text: str) -> dict:
+    """SETTINGS as R argument text (``design.size = 20, mode = 'batch'``) -> dict, evaluated by R
+    (eq/R/settings.R). Raises RError with R's message."""
+    out = json.loads(rscript("settings.R", text) or "{}")
+    return out if isinstance(out, dict) else {}
+
+
+# --- embedded R (rpy2) ------------------------------------------------------------------------
+
+_session_ready = False
+
+
+def session():
+    """The embedded R, set up once per process: EQ_HOME and the helpers every optimizer sees
+    (eq/R/EQ.R, eq/R/space.R) plus the runner. Returns ``rpy2.robjects``."""
+    global _session_ready
+    import rpy2.robjects as ro
+    if not _session_ready:
+        ro.globalenv["EQ_HOME"] = str(REPO_ROOT)
+        for helper in ("EQ.R", "space.R", "runner.R"):
+            ro.r["source"](str(R_DIR / helper))
+        _session_ready = True
+    return ro
+
+
+def run_r_optimizer(algo: Path, put: Callable[[str], None], get: Callable[[], str],
+                    stop: tuple[type[BaseException], ...] = ()) -> str:
+    """Run the R optimizer file ``algo`` with R globals OUT_put/IN_get calling ``put``/``get``.
+
+    Returns '' on success or the R error text (with the R traceback). An exception of a type in
+    ``stop`` raised by put/get ends the R script and is re-raised here after R has unwound."""
+    import rpy2.rinterface as ri
+    ro = session()
+    stopped: list[BaseException] = []
+
+    def call(fn, *a):
+        try:
+            v = fn(*a)
+            return ri.StrSexpVector(["ok", "" if v is None else v])
+        except stop as e:
+            stopped.append(e)
+            return ri.StrSexpVector(["error", str(e)])
+        except Exception as e:  # noqa: BLE001 - becomes an R error naming the call
+            return ri.StrSexpVector(["error", f"{getattr(fn, '__name__', 'EQ')} failed: {e}"])
+
+    @ri.rternalize
+    def py_put(s):
+        return call(put, str(s[0]) if len(s) else "")
+
+    @ri.rternalize
+    def py_get():
+        return call(get)
+
+    ro.r["eq_bind_transport"](py_put, py_get)
+    err = str(ro.r["eq_run_optimizer"](str(algo))[0])
+    if stopped:
+        raise stopped[0]
+    return err

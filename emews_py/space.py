@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 from pathlib import Path
 
-from emews_py.pilot import REPO_ROOT
-
-SPACE_R = REPO_ROOT / "eq" / "R" / "space.R"
+from emews_py import rbridge
+from emews_py.rbridge import REPO_ROOT
 
 
 class SpaceError(Exception):
@@ -21,16 +19,14 @@ class SpaceError(Exception):
 
 
 def _rscript(*args: str, timeout: float = 120) -> str:
+    """``Rscript eq/R/space.R ARGS`` through the R bridge; R's message becomes a SpaceError."""
     try:
-        p = subprocess.run(["Rscript", "--vanilla", str(SPACE_R), *args], capture_output=True,
-                           text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise SpaceError("Rscript is not on PATH; R is needed to read ParamHelpers space files. "
-                         "Run `make setup`, or give SPACE as a .json file.") from None
-    if p.returncode != 0:
-        msg = (p.stderr.strip() or p.stdout.strip()).replace("Execution halted", "").strip()
-        raise SpaceError(msg)
-    return p.stdout
+        return rbridge.rscript("space.R", *args, timeout=timeout)
+    except rbridge.RError as e:
+        if "Rscript is not on PATH" in str(e):
+            raise SpaceError("Rscript is not on PATH; R is needed to read ParamHelpers space "
+                             "files. Run `make setup`, or give SPACE as a .json file.") from None
+        raise SpaceError(str(e)) from None
 
 
 def load_space(path: str | Path) -> dict:
@@ -79,20 +75,28 @@ def _check(space: dict, path: Path) -> None:
 def check_point(space: dict, point: dict) -> str | None:
     """Why ``point`` (transformed values) is outside the space, or None if it is inside.
 
-    Bounds are checked only where no trafo applies (the trafo'd range is the R function's)."""
+    Bounds are checked only where no trafo applies (the trafo'd range is the R function's), but
+    every parameter of the space must be there with a real value: a point without one would run
+    with the pilot's default, and a trafo that yields NaN makes R's JSON encoder drop the value
+    or send null."""
     ids = {p["id"]: p for p in space["params"]}
+    src = space.get("source")
     for k, v in point.items():
         p = ids.get(k)
         if p is None:
-            return (f"parameter '{k}' is not in the search space {space.get('source')} "
+            return (f"parameter '{k}' is not in the search space {src} "
                     f"(it has {', '.join(ids)})")
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return (f"parameter '{k}' = {'null' if v is None else 'NaN'} is not a value of the "
+                    f"search space {src}; a trafo that returns NA/NaN for some input gives this")
         if p.get("trafo"):
             continue
         t = p["type"]
         if t in ("numeric", "integer"):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (
-                    isinstance(v, float) and math.isnan(v)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return f"parameter '{k}' = {v!r} is not a number"
+            if not math.isfinite(v):
+                return f"parameter '{k}' = {v!r} is not a finite number (search space {src})"
             if t == "integer" and float(v) != int(v):
                 return f"parameter '{k}' = {v!r} is not an integer"
             if not (p["lower"] - 1e-9 <= v <= p["upper"] + 1e-9):
@@ -102,6 +106,15 @@ def check_point(space: dict, point: dict) -> str | None:
                 return f"parameter '{k}' = {v!r} is not one of {p['values']}"
         elif t == "logical" and not isinstance(v, bool):
             return f"parameter '{k}' = {v!r} is not true/false"
+    # Every key is in the space (checked above), so a shorter point lacks some; a parameter under
+    # `requires` is legitimately absent while inactive.
+    missing = [k for k, p in ids.items() if k not in point and not p.get("requires")] \
+        if len(point) < len(ids) else None
+    if missing:
+        return (f"parameter(s) {', '.join(map(repr, missing))} of the search space {src} are "
+                f"missing from the point, so the trial would run with the pilot's default. Send "
+                f"every parameter; if the space has a trafo, one that returns NA/NaN drops the "
+                f"parameter from the point (R's JSON encoder leaves it out)")
     return None
 
 
