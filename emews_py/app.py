@@ -14,6 +14,7 @@ import time
 import traceback
 
 from emews_py.pilot import TrialContext, TrialTimeout, load_pilot, normalize_result
+from emews_py.trials import TrialStatus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,19 +37,19 @@ def main(argv: list[str] | None = None) -> int:
 
     deadline = time.time() + a.timeout if a.timeout else None
     ctx = TrialContext(a.trial_id, a.run_dir, deadline, sink)
-    out: dict = {"status": "completed"}
+    out: dict = {"status": TrialStatus.COMPLETED.value}
     try:
         pilot = load_pilot(a.pilot)
         res = normalize_result(pilot.run(params, ctx))
         out.update(objective=res["objective"], metrics=res["metrics"], model_path=res["model_path"])
         if ctx.timed_out:
-            out.update(status="timeout", error=f"training stopped at the time limit of {a.timeout} s")
+            out.update(status=TrialStatus.TIMEOUT.value, error=f"training stopped at the time limit of {a.timeout} s")
     except TrialTimeout:
-        out.update(status="timeout", error=f"trial passed its time limit of {a.timeout} s")
+        out.update(status=TrialStatus.TIMEOUT.value, error=f"trial passed its time limit of {a.timeout} s")
     except Exception as e:  # noqa: BLE001
         tb = traceback.format_exc()
         sys.stderr.write(tb)
-        out.update(status="failed", error=f"{type(e).__name__}: {e}\n{tb}")
+        out.update(status=TrialStatus.FAILED.value, error=f"{type(e).__name__}: {e}\n{tb}")
     ev_out.close()
     with open(a.result, "w") as f:
         json.dump(out, f)

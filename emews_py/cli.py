@@ -21,8 +21,10 @@ import uuid
 from pathlib import Path
 
 from emews_py import rbridge
+from emews_py.config import RunConfig
 from emews_py.pilot import PILOTS_DIR, REPO_ROOT, PilotError, read_default_model
 from emews_py.space import SpaceError, load_space
+from emews_py.trials import ExperimentStatus, TrialStatus
 
 ALGO_DIRS = [REPO_ROOT / "r_algorithms", REPO_ROOT / "py_algorithms"]
 DEFAULT_SPACES = {"bench": "bench_branin.R"}
@@ -92,8 +94,8 @@ def parse_settings(text: str) -> dict:
                          f"mode = 'batch'\".") from None
 
 
-def prepare(a: argparse.Namespace) -> tuple[dict, Path]:
-    """Check everything and write the run directory's config.json."""
+def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
+    """Check everything and write the run directory's config.json (a ``RunConfig``)."""
     pilot_dir = find_pilot(a.pilot)
     algo = find_algorithm(a.algo)
     model_file = pilot_dir / f"{a.pilot}_default_model.txt"
@@ -135,12 +137,12 @@ def prepare(a: argparse.Namespace) -> tuple[dict, Path]:
     db = a.db or f"sqlite:///{runs_root / 'emews.db'}"
     # ipc:// paths are limited to ~100 bytes, so the socket lives in the temp dir, not the run dir.
     endpoint = f"ipc://{tempfile.gettempdir()}/emews-{uuid.uuid4().hex[:12]}.sock"
-    cfg = {"exp": exp, "pilot": a.pilot, "algo": algo.stem, "algo_file": str(algo),
-           "space_file": str(space_file), "space_text": space_file.read_text(),
-           "space_json": space, "settings": settings, "impute": impute, "keep_models": keep,
-           "db": db, "run_dir": str(run_dir), "mode": mode, "timeout": timeout, "endpoint": endpoint}
+    cfg = RunConfig(exp=exp, pilot=a.pilot, algo=algo.stem, algo_file=str(algo), db=db,
+                    run_dir=str(run_dir), endpoint=endpoint, mode=mode, settings=settings,
+                    space_file=str(space_file), space_text=space_file.read_text(),
+                    space_json=space, timeout=timeout, impute=impute, keep_models=keep)
     cfg_file = run_dir / "config.json"
-    cfg_file.write_text(json.dumps(cfg, indent=1, default=str))
+    cfg.write(cfg_file)
     return cfg, cfg_file
 
 
@@ -161,7 +163,7 @@ def cmd_workflow(a: argparse.Namespace) -> int:
         return 2
     procs = int(a.procs or 4)
     cmd = launcher(procs) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
-    print(f"[emews] run directory: {cfg['run_dir']}", flush=True)
+    print(f"[emews] run directory: {cfg.run_dir}", flush=True)
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -171,29 +173,35 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     return rc
 
 
-def mark_abandoned(cfg: dict, rc: int) -> None:
+def mark_abandoned(cfg: RunConfig, rc: int) -> None:
     """If the MPI job died under rank 0 (a worker crashed and mpiexec killed the job), rank 0 could
-    not record it: do it here, so the store never shows a dead experiment as running."""
-    from sqlalchemy import text, update
+    not record it: do it here, so the store never shows a dead experiment as running. The same
+    rule as the driver's own failure path (``store.end_experiment``): open trials are cancelled."""
+    from sqlalchemy import select, update
 
-    from emews_py.store import experiments, make_engine, utcnow
+    from emews_py.store import end_experiment, experiments, make_engine, trials, utcnow
     try:
-        eng = make_engine(cfg["db"])
+        eng = make_engine(cfg.db)
+        with eng.connect() as c:
+            exp = c.execute(select(experiments.c.id).where(
+                experiments.c.run_dir == cfg.run_dir,
+                experiments.c.status == ExperimentStatus.RUNNING.value)).scalar()
+        if exp is None:
+            return
+        why = (f"the MPI job ended abnormally (exit status {rc}) before the driver could finish: "
+               f"most likely a worker process crashed (see the output above and {cfg.run_dir})")
+        # Unlike a failure the driver saw, a running trial here died with the job, most likely
+        # the cause of it: it failed. Everything else follows the one rule of end_experiment.
         with eng.begin() as c:
-            exp = c.execute(text("SELECT id FROM experiments WHERE run_dir = :d AND status = 'running'"),
-                            {"d": cfg["run_dir"]}).scalar()
-            if exp is None:
-                return
-            why = (f"the MPI job ended abnormally (exit status {rc}) before the driver could finish: "
-                   f"most likely a worker process crashed (see the output above and "
-                   f"{cfg['run_dir']}); trials it was running are marked failed")
-            c.execute(text("UPDATE trials SET status = 'failed', error = :w WHERE experiment_id = :e "
-                           "AND status IN ('queued', 'running')"), {"w": why, "e": exp})
-            c.execute(update(experiments).where(experiments.c.id == exp)
-                      .values(status="failed", error=why, finished_at=utcnow()))
+            c.execute(update(trials).where(trials.c.experiment_id == exp,
+                                           trials.c.status == TrialStatus.RUNNING.value)
+                      .values(status=TrialStatus.FAILED.value, finished_at=utcnow(),
+                              error=f"the MPI job died while this trial ran: {why}"))
+        end_experiment(eng, exp, ExperimentStatus.FAILED, error=why,
+                       why_cancelled=f"cancelled: {why}")
         sys.stderr.write(f"[emews] ERROR: experiment {exp} failed: {why}\n")
     except Exception as e:  # noqa: BLE001 - the store may be what failed
-        sys.stderr.write(f"[emews] could not mark the experiment failed in {cfg['db']}: {e}\n")
+        sys.stderr.write(f"[emews] could not mark the experiment failed in {cfg.db}: {e}\n")
 
 
 def cmd_sql(a: argparse.Namespace) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from emews_py.farm import main
+
+sys.exit(main())

@@ -1,0 +1,224 @@
+"""The EQ protocol of docs/eq-protocol.md as a pure state machine: a message in, actions out.
+
+``on_message(kind, payload, load)`` takes what the optimizer sent and returns what the driver
+must do (``InsertTrials``, ``Reply``, ``Finish``, ``Fail``); after inserting, the driver hands the
+new trials back with ``on_inserted``. Finished trials arrive through ``on_finished``, and
+``answer(load)`` returns the reply to a request that can now be answered. No sockets, no store,
+no clock: every message kind is unit-tested without a process.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Union
+
+from emews_py.space import check_point
+from emews_py.trials import Trial, TrialStatus
+
+
+@dataclass(frozen=True)
+class InsertTrials:
+    """Insert these points as queued trials, then call ``on_inserted`` with the trials."""
+    points: list
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer the optimizer's pending IN_get (store flushed first: results are stored before the
+    optimizer sees them)."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The optimizer is done: queued trials are not wanted; running ones finish and are recorded.
+    ``warning`` is set when it left without saying DONE."""
+    final_message: str | None
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Fail:
+    why: str
+
+
+Action = Union[InsertTrials, Reply, Finish, Fail]
+
+PLAIN, BATCH, SUBMIT, RESULTS = "plain", "batch", "submit", "results"
+
+
+def parse_batch(text: str) -> list:
+    """A plain EMEWS batch: JSON values joined by ';'. Decoded value by value (never split on ';',
+    which may occur inside a string value); raises ValueError saying where it went wrong."""
+    dec = json.JSONDecoder()
+    out, i, n = [], 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        try:
+            value, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"point {len(out) + 1}: {e}") from None
+        out.append(value)
+        while i < n and text[i].isspace():
+            i += 1
+        if i == n:
+            return out
+        if text[i] != ";":
+            raise ValueError(f"expected ';' after point {len(out)} at character {i}")
+        i += 1
+
+
+class Protocol:
+    def __init__(self, algo_file: str, settings: dict, space: dict | None = None,
+                 impute: float = math.nan):
+        self.algo_file = algo_file
+        self.settings = settings
+        self.space = space
+        self.impute = impute
+        self.request: tuple | None = None    # the optimizer's message awaiting an answer
+        self._inserting: str | None = None   # PLAIN/BATCH/SUBMIT between InsertTrials and on_inserted
+        self.waiting: set[int] = set()       # trials of a plain/batch request not finished yet
+        self.pending: set[int] = set()       # submitted, not yet returned by results
+        self.done: deque[Trial] = deque()    # submitted, finished, not yet returned
+        self.n_finished = 0
+        self.expect_final = False
+        self.finished = False
+        self.final_message: str | None = None
+
+    @property
+    def is_r(self) -> bool:
+        return self.algo_file.endswith(".R")
+
+    # ---- messages in -------------------------------------------------------------------------
+    def on_message(self, kind: str, payload: str, load: dict) -> list[Action]:
+        if kind == "error":
+            return [Fail(f"the optimizer {self.algo_file} stopped with an error:\n{payload}")]
+        if kind == "bye":
+            if self.finished:
+                return []
+            self.finished = True
+            return [Finish(None, "the optimizer exited without sending DONE; ending the experiment")]
+        if self.expect_final:
+            self.final_message, self.finished, self.expect_final = payload, True, False
+            return [Finish(payload)]
+        if self.request is not None or self._inserting is not None:
+            return [Fail(f"the optimizer sent {payload[:200]!r} before reading the answer to its "
+                         f"previous message; call IN_get() after each OUT_put().")]
+        s = payload.strip()
+        if s == "Params":
+            return [Reply(self._settings_text())]
+        if s in ("DONE", "FINAL"):
+            self.expect_final = True
+            return []
+        try:
+            values = parse_batch(s)
+        except ValueError as e:
+            return [self._bad(payload, e)]
+        if len(values) == 1 and isinstance(values[0], dict) and "eq" in values[0]:
+            return self._extension(values[0], load)
+        for v in values:
+            if not isinstance(v, dict):
+                return [self._bad(json.dumps(v), "it is not a JSON object")]
+        return self._insert(PLAIN, values)
+
+    def _settings_text(self) -> str:
+        if self.is_r:
+            from emews_py.rbridge import r_settings_text
+            return r_settings_text(self.settings)
+        return json.dumps(dict(self.settings, space=self.space))
+
+    def _extension(self, msg: dict, load: dict) -> list[Action]:
+        op = msg["eq"]
+        if op in (BATCH, SUBMIT):
+            points = msg.get("points")
+            if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+                return [self._bad(json.dumps(msg), "'points' must be a list of JSON objects")]
+            return self._insert(op, points)
+        if op == RESULTS:
+            n = msg.get("min", 1)
+            if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
+                return [self._bad(json.dumps(msg), "'min' must be a number of results")]
+            self.request = (RESULTS, max(0, int(n)))
+            return self.answer(load)
+        if op == "status":
+            return [Reply(json.dumps(dict(self._load(load), eq="status")))]
+        return [self._bad(json.dumps(msg), f"unknown extension message eq = {op!r}")]
+
+    def _insert(self, how: str, points: list[dict]) -> list[Action]:
+        if self.space:
+            for i, p in enumerate(points):
+                why = check_point(self.space, p)
+                if why:
+                    return [Fail(f"the optimizer {self.algo_file} proposed a point outside the "
+                                 f"search space {self.space.get('source')}: {why} (point {i + 1} "
+                                 f"of the batch: {json.dumps(p)[:300]}). Fix the optimizer or "
+                                 f"widen the space.")]
+        self._inserting = how
+        return [InsertTrials(points)]
+
+    def on_inserted(self, trials: list[Trial], load: dict) -> list[Action]:
+        how, self._inserting = self._inserting, None
+        ids = [t.id for t in trials]
+        if how == SUBMIT:
+            self.pending.update(ids)
+            return [Reply(json.dumps({"eq": "submitted", "ids": ids}))]
+        self.waiting = set(ids)
+        self.request = (how, trials)
+        return self.answer(load)
+
+    def _bad(self, text: str, why) -> Fail:
+        return Fail(f"the optimizer {self.algo_file} sent a message that is not valid: "
+                    f"{text[:300]!r} ({why}). OUT_put takes 'Params', 'DONE'/'FINAL', a batch of "
+                    f"';'-joined JSON objects (one per point, e.g. '{{\"x1\": 0.5}};{{\"x1\": 2}}') "
+                    f"or an extension message (docs/eq-protocol.md). Fix the optimizer script.")
+
+    # ---- trials finishing --------------------------------------------------------------------
+    def on_finished(self, trial: Trial) -> None:
+        self.n_finished += 1
+        self.waiting.discard(trial.id)
+        if trial.id in self.pending:
+            self.pending.discard(trial.id)
+            self.done.append(trial)
+
+    def forget(self, ids) -> None:
+        """Trials cancelled before they ran: nobody waits for them any more."""
+        for i in ids:
+            self.pending.discard(i)
+            self.waiting.discard(i)
+
+    # ---- answers out -------------------------------------------------------------------------
+    def _load(self, load: dict) -> dict:
+        return {"pending": len(self.pending), "free": load["free"], "workers": load["workers"],
+                "completed": self.n_finished}
+
+    @staticmethod
+    def result(t: Trial) -> dict:
+        done = t.status is TrialStatus.COMPLETED
+        return {"id": t.id, "params": t.params, "status": TrialStatus(t.status).value,
+                "objective": t.objective if done else None, "metrics": t.metrics}
+
+    def answer(self, load: dict) -> list[Action]:
+        """The reply to the pending request, if it can be given now."""
+        if self.request is None:
+            return []
+        how, arg = self.request
+        if how in (PLAIN, BATCH):
+            if self.waiting:
+                return []
+            if how == PLAIN:
+                text = ";".join(repr(t.value(self.impute)) for t in arg)
+            else:
+                text = json.dumps({"eq": "results", "results": [self.result(t) for t in arg]})
+        else:
+            # min = 0 polls; with nothing pending the answer is immediate (and empty), never a hang
+            need = min(arg, len(self.done) + len(self.pending))
+            if len(self.done) < need:
+                return []
+            out = [self.result(t) for t in self.done]
+            self.done.clear()
+            text = json.dumps(dict(self._load(load), eq="results", results=out))
+        self.request = None
+        return [Reply(text)]
