@@ -1,0 +1,114 @@
+# r_algorithms/mbo/loop.R -- the MBO loop: settings, initial design, then proposal rounds until
+# the budget is spent, in one of two strategies chosen by `mode`:
+#   batch   propose propose.points points, wait for all of them (eq_batch), refit: the
+#           CANDLE/Supervisor behaviour;
+#   stream  keep every worker busy: whenever results arrive (eq_results), propose as many points
+#           as there are free workers (random points until min.fit results are in).
+# Ends with eq_done and the final message (see mlrMBO.R).
+
+mbo_log <- function(S, fmt, ...) if (isTRUE(S$ctl$verbose)) message(sprintf(paste0("mlrMBO: ", fmt), ...))
+
+mbo_loop_batch <- function(S, design, q.batch) {
+  ctl <- S$ctl; budget <- ctl$max.budget
+  iter <- 0L
+  rows <- mbo_add(S, design)
+  mbo_record(S, eq_batch(mbo_to_farm(S, design)), rows)
+  while (nrow(S$X) < budget && iter < ctl$max.iterations) {
+    q <- min(q.batch, budget - nrow(S$X))
+    t0 <- proc.time()[["elapsed"]]
+    X <- mbo_propose(S, q)
+    rows <- mbo_add(S, X)
+    tp <- proc.time()[["elapsed"]] - t0
+    mbo_record(S, eq_batch(mbo_to_farm(S, X)), rows)
+    iter <- iter + 1L
+    b <- mbo_best(S)
+    mbo_log(S, "batch %d: %d evaluations, best %s, proposal %.2f s", iter, nrow(S$X),
+            if (is.null(b)) "none" else format(b$value, digits = 6), tp)
+  }
+  iter
+}
+
+mbo_loop_stream <- function(S, design, workers, min.fit) {
+  ctl <- S$ctl; budget <- ctl$max.budget
+  iter <- 0L
+  ids <- eq_submit(mbo_to_farm(S, design))
+  mbo_add(S, design, ids)
+  repeat {
+    npend <- sum(S$status == "pending")
+    can <- nrow(S$X) < budget && iter < ctl$max.iterations
+    if (npend == 0L && !can) break
+    free <- NA_integer_
+    if (npend > 0L) {
+      r <- eq_results(min = 1L)
+      mbo_record(S, r$results)
+      free <- r$free
+      if (!is.na(r$workers)) workers <- r$workers
+    }
+    if (!can) next
+    npend <- sum(S$status == "pending")
+    if (is.na(free)) free <- if (is.na(workers)) 1L else max(0L, workers - npend)
+    if (free <= 0L && npend == 0L) free <- 1L
+    q <- min(free, budget - nrow(S$X))
+    if (q <= 0L) next
+    iter <- iter + 1L
+    t0 <- proc.time()[["elapsed"]]
+    nobs <- sum(S$status != "pending")
+    X <- if (nobs < min.fit) {
+      do.call(rbind, lapply(seq_len(q), function(k) {
+        r <- mbo_random_distinct(S, S$N)
+        if (is.null(r)) mbo_sample(S$info, mbo_full_box(S$info), 1L) else r$X
+      }))
+    } else mbo_propose(S, q)
+    tp <- proc.time()[["elapsed"]] - t0
+    ids <- eq_submit(mbo_to_farm(S, X))
+    mbo_add(S, X, ids)
+    b <- mbo_best(S)
+    mbo_log(S, "round %d: %d submitted, %d returned, best %s, proposed %d in %.2f s", iter, nrow(S$X),
+            sum(S$status != "pending"), if (is.null(b)) "none" else format(b$value, digits = 6), q, tp)
+  }
+  iter
+}
+
+# the final message, as JSON text (numbers in the shortest form that reads back exactly)
+mbo_final_json <- function(S, iter) {
+  b <- mbo_best(S)
+  paste0("{", paste(c(
+    '"algorithm":"mlrMBO"',
+    paste0('"best":', if (is.null(b)) "null" else eq_point_json(b$params)),
+    paste0('"value":', if (is.null(b)) "null" else .eq_num(b$value)),
+    paste0('"id":', if (is.null(b) || is.na(b$id)) "null" else b$id),
+    paste0('"evaluations":', nrow(S$X)),
+    paste0('"completed":', sum(S$status == "completed")),
+    paste0('"failed":', sum(S$status != "completed" & S$status != "pending")),
+    paste0('"iterations":', iter),
+    paste0('"mode":"', S$ctl$mode, '"')), collapse = ","), "}")
+}
+
+mbo_main <- function(settings = eq_settings()) {
+  ctl <- mbo_settings(settings)
+  if (!is.null(ctl$seed) && !is.na(ctl$seed)) set.seed(as.integer(ctl$seed))
+  file <- ctl$param.set.file
+  if (!grepl("^/", file) && exists("EQ_HOME") && !file.exists(file) && file.exists(file.path(EQ_HOME, file)))
+    file <- file.path(EQ_HOME, file)
+  ps <- eq_space_load(file)
+  S <- mbo_new_state(ctl, ps)
+  d <- length(S$act)
+  maxlev <- max(c(1L, vapply(S$info, function(p) if (is.null(p$levels) || p$const) 1L else length(p$levels), 1L)))
+  n0 <- mbo_design_size(ctl, d, maxlev)
+  workers <- if (is.null(ctl$workers)) NA_integer_ else as.integer(ctl$workers)
+  mbo_log(S, "%d parameters (%d searched), budget %d, design %d, mode %s%s", length(S$info), d, ctl$max.budget,
+          n0, ctl$mode, if (is.null(ctl$preset)) "" else paste0(", preset ", ctl$preset))
+  design <- mbo_design(S, n0)
+  iter <- if (ctl$mode == "batch") {
+    q.batch <- as.integer(if (!is.null(ctl$propose.points)) ctl$propose.points else if (!is.na(workers)) workers else 8L)
+    mbo_loop_batch(S, design, q.batch)
+  } else {
+    min.fit <- if (is.null(ctl$min.fit)) max(2L, ceiling(n0 / 2)) else as.integer(ctl$min.fit)
+    mbo_loop_stream(S, design, workers, min.fit)
+  }
+  final.json <- mbo_final_json(S, iter)
+  mbo_log(S, "done: %s", final.json)
+  eq_done(final.json)
+  assign("mbo_last_state", S, envir = globalenv())
+  invisible(S)
+}

@@ -1,0 +1,35 @@
+# r_algorithms/mbo/propose.R -- one proposal round: fit the surrogate (surrogate.R), draw the q
+# LCB lambdas, search candidates (focus_search.R), select q points (select.R).
+
+# The lambdas of the model-based points: lambda = "exp" draws one per point from Exp(1) (mlrMBO's
+# multi-point "cb"), a number fixes them all.
+mbo_lambdas <- function(ctl, qm) if (identical(ctl$lambda, "exp")) rexp(qm) else rep(as.numeric(ctl$lambda), qm)
+
+# q new points (untransformed rows), distinct from every submitted point. With an environment as
+# `timing`, the split of the time (fit, predict, search, select) is left in timing$last.
+mbo_propose <- function(S, q, timing = NULL) {
+  ctl <- S$ctl
+  t0 <- proc.time()[["elapsed"]]
+  model <- mbo_fit(S)
+  t1 <- proc.time()[["elapsed"]]
+  E <- S$N  # normalized coordinates of every submitted point (evaluated and pending)
+  P0 <- S$N[S$status == "pending", , drop = FALSE]
+  nrnd <- if (q > 1L) min(q - 1L, max(0L, ctl$interleave.random.points)) else 0L
+  lambdas <- mbo_lambdas(ctl, q - nrnd)
+  tpred <- 0
+  predict_t <- function(X) {
+    a <- proc.time()[["elapsed"]]
+    p <- mbo_predict(model, mbo_features(S, X))
+    tpred <<- tpred + proc.time()[["elapsed"]] - a
+    p
+  }
+  cand <- mbo_focus_search(S, model, lambdas, E, predict_t)
+  t2 <- proc.time()[["elapsed"]]
+  X <- mbo_select(S, cand, lambdas, q, E, P0)
+  if (!is.null(timing)) {
+    t3 <- proc.time()[["elapsed"]]
+    assign("last", list(fit = t1 - t0, predict = tpred, search = (t2 - t1) - tpred, select = t3 - t2,
+                        total = t3 - t0, nloc = cand$nloc, random = attr(X, "random")), envir = timing)
+  }
+  X
+}

@@ -1,0 +1,45 @@
+# r_algorithms/mbo/select.R -- point selection: q points from the focus-search candidates by
+# multi-point LCB (qLCB, mlrMBO's setMBOControlMultiPoint(method = "cb")), kept distinct and
+# spaced.
+#
+# Point i (i <= number of lambdas) is the candidate, of all chains, with the best LCB
+# mean - lambda_i * se that is not within dup.tol of an evaluated, pending or already chosen point,
+# and at least batch.dist (normalized Euclidean distance) away from the pending trials and the
+# points already chosen in this round; the spacing is relaxed to batch.dist / 4, then dropped, when
+# no candidate qualifies (batch.dist = 0: no spacing, as in mlrMBO). The remaining points
+# (interleave.random.points), and any point without a qualifying candidate, are uniformly random
+# distinct points. Returns the rows (untransformed) with attr(, "random") = the number of
+# model-based points that had to be random.
+mbo_select <- function(S, cand, lambdas, q, E, P0) {
+  ctl <- S$ctl; info <- S$info
+  qm <- length(lambdas)
+  out <- vector("list", q); En <- E; nrand <- 0L
+  Cx <- cand$X; Cm <- cand$mean; Cs <- cand$se
+  Cn <- if (!is.null(Cx)) mbo_norm(info, Cx) else NULL
+  B <- P0                  # points a new proposal keeps batch.dist away from
+  d2 <- c(ctl$batch.dist^2, (ctl$batch.dist / 4)^2, 0)
+  for (i in seq_len(q)) {
+    got <- NULL
+    if (i <= qm && !is.null(Cx)) {
+      o <- order(Cm - lambdas[i] * Cs + runif(length(Cm)) * 1e-12)
+      for (lev in d2) {
+        for (k in head(o, 2000L)) if ((lev == 0 || mbo_min_dist2(Cn[k, ], B) >= lev) && !mbo_is_dup(Cn[k, ], En, ctl$dup.tol)) {
+          got <- list(X = Cx[k, , drop = FALSE], N = Cn[k, ]); break
+        }
+        if (!is.null(got)) break
+      }
+    }
+    if (is.null(got)) { got <- mbo_random_distinct(S, En); if (i <= qm) nrand <- nrand + 1L }
+    if (is.null(got)) {   # the space is exhausted: accept a repeated point
+      Xr <- mbo_sample(info, mbo_full_box(info), 1L); got <- list(X = Xr, N = mbo_norm(info, Xr)[1, ])
+      warning("mlrMBO: no point distinct from the evaluated ones is left; repeating a point")
+    }
+    out[[i]] <- got$X
+    En <- rbind(En, got$N)
+    B <- rbind(B, got$N)
+  }
+  X <- do.call(rbind, out)
+  rownames(X) <- NULL
+  attr(X, "random") <- nrand
+  X
+}
