@@ -1,6 +1,6 @@
 """The treat pilot (CANDLE P3B1-like multi-task DNN) on real HHS breach report texts, small and fast.
 
-Also covers the shared Keras callbacks (emews_py/keras_callbacks.py): events per epoch, and the
+Also covers the shared Keras callbacks (emews_py/pilotkit/keras.py): events per epoch, and the
 time limit that stops training and marks the trial timed out.
 """
 from __future__ import annotations
@@ -162,7 +162,7 @@ def test_callbacks_unit(treat):
 
     import keras
 
-    from emews_py.keras_callbacks import StoreCallback, TimeLimit, callbacks_for
+    from emews_py.pilotkit.keras import StoreCallback, TimeLimit, callbacks_for
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
     x, y = np.random.rand(64, 3).astype("float32"), np.random.rand(64, 1).astype("float32")
