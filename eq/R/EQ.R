@@ -119,8 +119,27 @@ suppressPackageStartupMessages(library(jsonlite))
          USE.NAMES = FALSE)
 }
 
-# One point as a JSON object ({} for an empty point).
-eq_point_json <- function(point) .eq_objects_json(list(point))
+# One point as a JSON object ({} for an empty point). Optimizers written to the plain EMEWS
+# convention call this once per point, so the common case (a named list of single, unclassed,
+# non-NA numbers, strings and logicals) takes a short path with the same output.
+eq_point_json <- function(point) {
+  nm <- names(point)
+  if (is.list(point) && !is.data.frame(point) && length(point) && !is.null(nm) &&
+      all(lengths(point) == 1L) && !anyNA(point) && is.null(unlist(lapply(point, attributes)))) {
+    ty <- vapply(point, typeof, "", USE.NAMES = FALSE)
+    if (all(ty %in% c("double", "integer", "logical", "character"))) {
+      vals <- character(length(point))
+      for (t in unique(ty)) {
+        i <- ty == t
+        v <- unlist(point[i], use.names = FALSE)
+        vals[i] <- switch(t, double = .eq_num_json(v), integer = sprintf("%d", v),
+                          logical = ifelse(v, "true", "false"), character = .eq_str_json(v))
+      }
+      return(paste0("{", paste0(.eq_str_json(nm), ":", vals, collapse = ","), "}"))
+    }
+  }
+  .eq_objects_json(list(point))
+}
 
 # A batch as a JSON array; eq_points_json(points, sep = ";") gives the plain EMEWS batch string.
 eq_points_json <- function(points, sep = NULL) {
