@@ -36,6 +36,7 @@ class TrialStatus(str, enum.Enum):
 
 
 _OPEN = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
+_STATUS_BY_VALUE = {s.value: s for s in TrialStatus}
 OPEN_STATUSES = tuple(s.value for s in _OPEN)
 
 
@@ -80,7 +81,7 @@ class Result:
 
     @classmethod
     def from_wire(cls, w: tuple) -> "Result":
-        return cls(w[0], TrialStatus(w[1]), *w[2:])
+        return cls(w[0], _STATUS_BY_VALUE[w[1]], *w[2:])  # a dict lookup: Enum() costs µs per trial
 
     @property
     def duration(self) -> float:
