@@ -95,9 +95,10 @@ class Outbox:
         t.start()
         return t
 
-    def close(self, t: threading.Thread) -> None:
+    def close(self, t: threading.Thread | None) -> None:
         self._stop.set()
-        t.join()
+        if t is not None:
+            t.join()
 
 
 class Worker:
@@ -127,7 +128,10 @@ class Worker:
     def serve(self) -> None:
         self.comm.send(self.hello(), dest=DRIVER, tag=Tag.HELLO)
         status, backoff = mpi().Status(), Backoff()
-        watcher = self.out.watch()
+        # The notice thread sends while the main thread probes: that needs MPI_THREAD_MULTIPLE
+        # (mpi4py asks for it; MPICH gives it). Without it the driver learns of progress per
+        # message only, and its watchdog blames the first unreported trial of a chunk.
+        watcher = self.out.watch() if mpi().Query_thread() >= mpi().THREAD_MULTIPLE else None
         try:
             while True:
                 msg, tag = recv_from(self.comm, DRIVER, status, backoff)
