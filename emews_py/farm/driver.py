@@ -82,7 +82,10 @@ class Driver:
         except ExperimentFailed as e:
             return self.fail(str(e))
         except eq.EQPeerGone as e:
-            return self.fail(f"the optimizer is gone: {e}")
+            # Never block on a peer that may be gone; if its process died, say how.
+            rc = self.optimizer.exit_code()
+            return self.fail(self.optimizer.death_report(rc) if rc
+                             else f"the optimizer is gone: {e}")
         except KeyboardInterrupt:
             return self.fail("interrupted (Ctrl-C); trials still running were cancelled")
         except Exception:  # noqa: BLE001 - the driver's own bug still ends the run clearly
