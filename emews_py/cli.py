@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("query")
     q.add_argument("--db", default="")
     q.set_defaults(func=cmd_sql)
+    from emews_py.simulate import add_parser as add_simulate  # imports this module: not at the top
+    add_simulate(sub)
     a = ap.parse_args(argv)
     return a.func(a)
 

@@ -148,3 +148,11 @@ def connect(endpoint: str) -> EQClient:
     global _client
     _client = EQClient(endpoint)
     return _client
+
+
+def install(c):
+    """Put another client (anything with OUT_put/IN_get, e.g. the simulated farm of
+    ``emews simulate``) behind eqpy; returns the previous one."""
+    global _client
+    prev, _client = _client, c
+    return prev

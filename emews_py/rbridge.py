@@ -126,3 +126,64 @@ def run_r_optimizer(algo: Path, put: Callable[[str], None], get: Callable[[], st
     if stopped:
         raise stopped[0]
     return err
+
+
+# --- the simulated farm (eq/R/sim.R) ----------------------------------------------------------
+
+_sim_baseline: set[str] | None = None
+
+
+def _sim_session():
+    """The embedded R with eq/R/sim.R sourced; remembers which globals belong to the runtime."""
+    global _sim_baseline
+    ro = session()
+    if _sim_baseline is None:
+        ro.r["source"](str(R_DIR / "sim.R"))
+        _sim_baseline = set(ro.r("ls(globalenv(), all.names = TRUE)"))
+    return ro
+
+
+def sim_minima() -> dict[str, float]:
+    """The known minima of the simulated bench functions (eq/R/sim.R ``fake_eq_minima``)."""
+    m = _sim_session().r("fake_eq_minima")
+    return {str(k): float(v) for k, v in zip(m.names, m)}
+
+
+class SimFarm:
+    """One simulated farm of eq/R/sim.R in the embedded R: the driver side of the EQ protocol
+    with ``workers`` simulated workers, trials evaluated on the bench functions in simulated
+    time. R optimizers run against it in R (``run_r``); Python ones call ``OUT_put``/``IN_get``,
+    so it stands in for the ZeroMQ client behind ``eqpy``."""
+
+    def __init__(self, settings: str, workers: int, seed: int):
+        ro = _sim_session()
+        # each run starts from the runtime's globals: what a previous optimizer left is removed
+        left = set(ro.r("ls(globalenv(), all.names = TRUE)")) - _sim_baseline - {".Random.seed"}
+        if left:
+            ro.r["rm"](list=ro.StrVector(sorted(left)), envir=ro.globalenv)
+        self._ro = ro
+        self.h = ro.r["fake_eq_new"](settings=settings, workers=int(workers), seed=int(seed))
+
+    def _call(self, fn: str, *args):
+        from rpy2.rinterface_lib.embedded import RRuntimeError
+        try:
+            return self._ro.r[fn](self.h, *args)
+        except RRuntimeError as e:
+            raise RError(str(e).strip()) from None
+
+    def OUT_put(self, s: str) -> None:
+        if not isinstance(s, str):
+            raise TypeError(f"OUT_put expects a string, got {type(s).__name__}")
+        self._call("fake_eq_out_put", s)
+
+    def IN_get(self) -> str:
+        return str(self._call("fake_eq_in_get")[0])
+
+    def run_r(self, algo: Path) -> str:
+        """Run an R optimizer file against this farm (fake_eq_new defined OUT_put/IN_get as R
+        globals); '' or the R error text with its traceback."""
+        return str(self._ro.r["eq_run_optimizer"](str(algo))[0])
+
+    def report(self) -> dict:
+        """fake_eq_report: trials, proposal times, utilization, end state."""
+        return json.loads(str(self._call("fake_eq_report")[0]))

@@ -1,5 +1,7 @@
-# eq/R/sim.R -- an in-process stand-in for the driver side of the EQ protocol, so that an R
-# optimizer can be run and tested without ZeroMQ, MPI or Python. It defines the EMEWS globals
+# eq/R/sim.R -- the simulated farm: an in-process stand-in for the driver side of the EQ
+# protocol, so that an optimizer can be run and tested without ZeroMQ, MPI or a real farm.
+# `emews simulate ALGO --function branin ...` (emews_py/simulate.py) runs R and Python optimizers
+# against it; R code can use it directly as below. It defines the EMEWS globals
 # OUT_put(string) / IN_get() and answers exactly as docs/eq-protocol.md says the driver does:
 #   * "Params" handshake -> the settings string given by the test;
 #   * plain EMEWS batches ('{...};{...}') -> ';'-joined objectives ("NaN" for a failed trial);
@@ -37,6 +39,8 @@ fake_eq_new <- function(settings = "", objective = fake_eq_objective, workers = 
   h$messages <- character(0)
   h$nmsg <- 0L
   h$max_busy <- 0L
+  h$t_answer <- NA_real_    # wall clock when the optimizer last received an answer
+  h$proposal_s <- numeric(0)  # per request with points: wall time from that answer to the request
   # private RNG stream so simulated durations do not disturb the optimizer's random numbers
   h$rng <- local({
     old <- if (exists(".Random.seed", globalenv())) get(".Random.seed", globalenv()) else NULL
@@ -61,13 +65,21 @@ fake_eq_new <- function(settings = "", objective = fake_eq_objective, workers = 
 
 .fe_json <- function(x) as.character(jsonlite::toJSON(x, auto_unbox = TRUE, digits = NA, null = "null", na = "null"))
 
+.fe_clock <- function() as.numeric(Sys.time())  # microseconds; proc.time() has only ms
+
 fake_eq_in_get <- function(h) {
   if (is.null(h$reply)) stop("fake_eq: IN_get() called with no request outstanding (the real driver would block forever)")
   r <- h$reply; h$reply <- NULL
+  h$t_answer <- .fe_clock()
   r
 }
 
+# The optimizer's proposal time for a request that carries points (taken before the simulated
+# farm does any work for it).
+.fe_proposal <- function(h, t_in) if (!is.na(h$t_answer)) h$proposal_s <- c(h$proposal_s, t_in - h$t_answer)
+
 fake_eq_out_put <- function(h, string) {
+  t_in <- .fe_clock()
   if (!is.character(string) || length(string) != 1L) stop("fake_eq: OUT_put() needs one string")
   h$nmsg <- h$nmsg + 1L
   if (length(h$messages) < 2000L) h$messages <- c(h$messages, string)
@@ -78,6 +90,7 @@ fake_eq_out_put <- function(h, string) {
   if (identical(string, "Params")) { h$reply <- h$settings; return(invisible(NULL)) }
   msg <- tryCatch(jsonlite::fromJSON(string, simplifyVector = FALSE), error = function(e) NULL)
   if (is.list(msg) && !is.null(names(msg)) && !is.null(msg$eq)) {
+    if (msg$eq %in% c("submit", "batch")) .fe_proposal(h, t_in)
     h$reply <- switch(msg$eq,
       submit = { ids <- fake_eq_submit(h, msg$points); .fe_json(list(eq = "submitted", ids = I(ids))) },
       batch = {
@@ -97,6 +110,7 @@ fake_eq_out_put <- function(h, string) {
     return(invisible(NULL))
   }
   # plain EMEWS batch: ';'-joined JSON objects
+  .fe_proposal(h, t_in)
   parts <- strsplit(string, ";", fixed = TRUE)[[1]]
   pts <- lapply(parts, function(p) {
     x <- tryCatch(jsonlite::fromJSON(p, simplifyVector = FALSE), error = function(e)
@@ -225,6 +239,20 @@ fake_eq_utilization <- function(h) {
   sum(tr$finish[ok] - tr$start[ok]) / (h$workers * max(tr$finish[ok]))
 }
 
+# What `emews simulate` prints, as JSON: every trial (id, status, objective, simulated start and
+# finish), the proposal times, utilization, whether the optimizer ended with DONE + final message.
+fake_eq_report <- function(h) {
+  tr <- fake_eq_trials(h)
+  num <- function(x) if (length(x)) x else numeric(0)
+  .fe_json(list(
+    trials = list(id = I(num(tr$id)), status = I(if (length(tr)) tr$status else character(0)),
+                  objective = I(num(tr$objective)), start = I(num(tr$start)), finish = I(num(tr$finish))),
+    proposal_s = I(h$proposal_s), workers = h$workers, max_busy = h$max_busy,
+    utilization = if (length(tr) && any(is.finite(tr$finish))) fake_eq_utilization(h) else NULL,
+    makespan = if (length(tr) && any(is.finite(tr$finish))) max(tr$finish[is.finite(tr$finish)]) else NULL,
+    state = h$state, final = h$final, messages = h$nmsg))
+}
+
 # Run an R optimizer as the runtime does: define OUT_put/IN_get and EQ_HOME, source eq/R/EQ.R,
 # eq/R/space.R and the algorithm in the global environment. Errors from the algorithm propagate
 # (with the harness available as attr(error, "harness") through fake_eq_last()).
@@ -276,7 +304,7 @@ fake_eq_mixed <- function(x1, x2, n, cat) {
   (x1 - 0.3)^2 + (x2 + 0.1)^2 + 0.05 * (n - 7)^2 + c(a = 0, b = 0.3, c = 0.6, d = 1.0)[[cat]]
 }
 
-fake_eq_minima <- c(branin = 0.397887, hartmann6 = -3.32237, mixed = 0)
+fake_eq_minima <- c(branin = 0.397887357729739, hartmann6 = -3.32236801141551, mixed = 0)
 
 # Dispatch on params$`function` like the bench pilot (default branin).
 fake_eq_objective <- function(params) {
