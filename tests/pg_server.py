@@ -86,6 +86,19 @@ def _world_traversable(path: Path) -> bool:
     return True
 
 
+def new_database(server_url: str) -> str:
+    """A new, empty database on the server behind ``server_url``; returns its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    eng = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
 class PostgresServer:
     """``with PostgresServer() as pg: pg.url`` -- a SQLAlchemy URL for database ``dbname``."""
 

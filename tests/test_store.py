@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from emews_py import store
 from emews_py.trials import ExperimentStatus, Result, Trial, TrialStatus
+from helpers import query
+from pg_server import new_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -53,22 +54,11 @@ def url(request, tmp_path):
     PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'emews.db'}"
-    server_url = request.getfixturevalue("postgres_url")
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    eng = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return server_url.rsplit("/", 1)[0] + "/" + name
+    return new_database(request.getfixturevalue("postgres_url"))
 
 
-def sql(url: str, query: str, **params) -> list[dict]:
-    eng = create_engine(url)
-    try:
-        with eng.connect() as c:
-            return [dict(r._mapping) for r in c.execute(text(query), params)]
-    finally:
-        eng.dispose()
+def sql(url: str, q: str, **params) -> list[dict]:
+    return query(None, q, db=url, **params)
 
 
 def dump(url: str) -> dict[str, list[dict]]:

@@ -15,12 +15,11 @@ import re
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-
+from helpers import query
+from pg_server import new_database
 from pilots.bench import branin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +36,7 @@ def store(request, tmp_path):
     runs = tmp_path / "runs"
     if request.param == "sqlite":
         return f"sqlite:///{runs / 'emews.db'}", runs, None
-    server_url = request.getfixturevalue("postgres_url")
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    eng = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    url = server_url.rsplit("/", 1)[0] + "/" + name
+    url = new_database(request.getfixturevalue("postgres_url"))
     return url, runs, url
 
 
@@ -71,13 +64,8 @@ def run(algo: str, runs: Path, db: str | None, exp: str | None = None) -> int:
     return experiment_id(out)
 
 
-def sql(url: str, query: str, **params) -> list[dict]:
-    eng = create_engine(url)
-    try:
-        with eng.connect() as c:
-            return [dict(r._mapping) for r in c.execute(text(query), params)]
-    finally:
-        eng.dispose()
+def sql(url: str, q: str, **params) -> list[dict]:
+    return query(None, q, db=url, **params)
 
 
 def as_dt(v) -> dt.datetime:
