@@ -69,13 +69,13 @@ mbo_loop_stream <- function(S, design, workers, min.fit) {
   iter
 }
 
-# the final message, as JSON text (numbers in the shortest form that reads back exactly)
+# the final message, as JSON text
 mbo_final_json <- function(S, iter) {
   b <- mbo_best(S)
   paste0("{", paste(c(
     '"algorithm":"mlrMBO"',
     paste0('"best":', if (is.null(b)) "null" else eq_point_json(b$params)),
-    paste0('"value":', if (is.null(b)) "null" else .eq_num(b$value)),
+    paste0('"value":', if (is.null(b)) "null" else mbo_json_number(b$value)),
     paste0('"id":', if (is.null(b) || is.na(b$id)) "null" else b$id),
     paste0('"evaluations":', nrow(S$X)),
     paste0('"completed":', sum(S$status == "completed")),
@@ -83,6 +83,10 @@ mbo_final_json <- function(S, iter) {
     paste0('"iterations":', iter),
     paste0('"mode":"', S$ctl$mode, '"')), collapse = ","), "}")
 }
+
+# one number as JSON in the shortest form that reads back to the same double (the encoding of
+# eq_point_json, eq/R/EQ.R's public helper)
+mbo_json_number <- function(v) sub('^\\{"v":(.*)\\}$', "\\1", eq_point_json(list(v = v)))
 
 mbo_main <- function(settings = eq_settings()) {
   ctl <- mbo_settings(settings)

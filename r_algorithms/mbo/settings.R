@@ -59,9 +59,10 @@
 #                    min(fs.points, fs.budget / (q * fs.restarts * (fs.maxit - 1))) points, so
 #                    q <= 8 gets mlrMBO's full focus search and q = 64 stays within the budget.
 #   local.points     candidates added to the first focus-search round by perturbing the
-#                    local.top (default 5) best evaluated points (default 1000; SMAC's local
-#                    search idea): numeric/integer steps with sd 0.1, 0.03 or 0.01 of the range,
-#                    each discrete value redrawn with probability 1 / d.
+#                    local.top best evaluated points (default 1000; SMAC's local search idea):
+#                    numeric/integer steps with sd 0.1, 0.03 or 0.01 of the range, each
+#                    discrete value redrawn with probability 1 / d.
+#   local.top        how many of the best evaluated points local.points perturbs (default 5).
 #   batch.dist       a proposed point keeps at least this normalized Euclidean distance (numeric
 #                    ranges scaled to [0, 1]; a differing discrete value counts 1) from the points
 #                    already proposed in the same round and from pending trials (default 0.05);
