@@ -261,6 +261,7 @@ def test_writer_records_trial_records_events_and_models(url):
     ids = w.add_trials(e, [{"x1": 1.0}, {"x1": 2.0}, {"x1": 3.0}], submitted=1_800_000_000.0)
     ids_other = w.add_trials(other, [{"x1": 9.0}], submitted=1_800_000_000.0)
     assert ids == sorted(ids) and len(set(ids + ids_other)) == 4
+    assert w.add_trials(e, [], submitted=1_800_000_000.0) == []
 
     ok, bad, idle = (Trial(i, {"x1": float(k + 1)}, 1_800_000_000.0) for k, i in enumerate(ids))
     ok.start(1, "node01", 1_800_000_001.0)
@@ -287,6 +288,9 @@ def test_writer_records_trial_records_events_and_models(url):
     assert as_dt(r["submitted_at"]) == dt.datetime(2027, 1, 15, 8, 0, 0)
     assert as_dt(r["started_at"]) == dt.datetime(2027, 1, 15, 8, 0, 1)
     assert as_dt(r["finished_at"]) == dt.datetime(2027, 1, 15, 8, 0, 2, 500000)
+    if url.startswith("sqlite"):  # the text format docs/store.md promises, from both hot paths
+        assert (r["submitted_at"], r["finished_at"], r["params"]) == \
+            ("2027-01-15 08:00:00.000000", "2027-01-15 08:00:02.500000", '{"x1": 1.0}')
     r = rows[bad.id]
     assert (r["status"], r["objective"], r["worker"], r["error"]) == \
         ("failed", None, 2, "Traceback ...\nValueError: x")
