@@ -43,13 +43,18 @@ class EQPeerGone(Exception):
     gone (killed, crashed) or has stopped reading."""
 
 
+def _pair(linger_ms: int):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PAIR)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    return ctx, sock
+
+
 class EQServer:
     """Driver side. Non-blocking: the farm loop polls it between MPI work."""
 
     def __init__(self, endpoint: str):
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.PAIR)
-        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.ctx, self.sock = _pair(linger_ms=1000)
         self.sock.bind(endpoint)
         self.endpoint = endpoint
 
@@ -100,9 +105,8 @@ class EQClient:
     """Optimizer side: ``OUT_put`` and ``IN_get`` exactly as EMEWS defines them."""
 
     def __init__(self, endpoint: str):
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.PAIR)
-        self.sock.setsockopt(zmq.LINGER, 2000)
+        # a longer linger: the final message or an error must leave before the process exits
+        self.ctx, self.sock = _pair(linger_ms=2000)
         self.sock.connect(endpoint)
         self._parent = os.getppid()
 
