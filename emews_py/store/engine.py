@@ -62,32 +62,37 @@ def alembic_config(connection: Connection | None = None):
     return cfg
 
 
-def current_version(c: Connection) -> str | None:
-    """The database's schema revision; None for an empty database; RELEASE_0_1_0 for a store made
-    by release 0.1.0 (its tables, no alembic_version)."""
+def _read_version(c: Connection) -> tuple[str | None, bool]:
+    """(revision, whether alembic_version records it). A store made by release 0.1.0 has the
+    tables but no alembic_version: it is RELEASE_0_1_0, unrecorded. An empty database: None."""
     from alembic.runtime.migration import MigrationContext
     heads = MigrationContext.configure(c).get_current_heads()
     if heads:
-        return heads[0]
-    return RELEASE_0_1_0 if inspect(c).has_table("experiments") else None
+        return heads[0], True
+    return (RELEASE_0_1_0 if inspect(c).has_table("experiments") else None), False
+
+
+def current_version(c: Connection) -> str | None:
+    """The database's schema revision (see _read_version)."""
+    return _read_version(c)[0]
 
 
 def _migrate(c: Connection, url: str, target: str, downgrade: bool) -> None:
     from alembic import command
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     cfg = alembic_config(c)
-    have = current_version(c)
+    have, recorded = _read_version(c)
     known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
     if have is not None and have not in known:
+        shown = make_url(url).render_as_string(hide_password=True)
         raise SchemaTooNew(
-            f"The store {make_url(url).render_as_string(hide_password=True)} has schema version {have}, which this emews-py does not know (it "
+            f"The store {shown} has schema version {have}, which this emews-py does not know (it "
             f"knows versions up to {SCHEMA_VERSION}): a newer release of emews-py wrote to it. "
             f"Upgrade emews-py where you run this (git pull, then `make setup`; or `pip install "
             f"-U emews-py`), or give this run a database of its own with DB=URL / --db URL. The "
             f"database was not changed.")
-    if have == RELEASE_0_1_0 and not MigrationContext.configure(c).get_current_heads():
-        command.stamp(cfg, RELEASE_0_1_0)  # 0.1.0 made these tables; alembic takes over from here
+    if have is not None and not recorded:
+        command.stamp(cfg, have)  # 0.1.0 made these tables; alembic takes over from here
     if downgrade:
         command.downgrade(cfg, target)
     else:
@@ -139,7 +144,7 @@ def schema_version(url_or_engine: str | Engine) -> str | None:
 def init_db(url: str) -> Engine:
     """The engine for the store at ``url``, its schema brought to SCHEMA_VERSION first."""
     eng = make_engine(url)
-    with eng.connect() as c:  # the usual case, a database at head: no alembic machinery at all
+    with eng.connect() as c:  # the usual case, a database at head: no migration scripts loaded
         have = current_version(c)
         c.rollback()
     if have != SCHEMA_VERSION:
