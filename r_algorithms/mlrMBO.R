@@ -6,12 +6,13 @@
 # setMBOControlMultiPoint(method = "cb"), and focus search (mlrMBO >= 1.1: opt.restarts = 3,
 # opt.focussearch.maxit = 5, opt.focussearch.points = 1000). It adds a few extras that mlrMBO
 # does not have (local candidates around the best points, an automatic log scale for skewed
-# objectives, a design capped at half the budget, spacing within a batch); preset = 'mlrMBO'
-# switches them off. docs/mlrmbo.md says how each differs from mlrMBO and what was measured.
+# objectives, a design capped at half the budget, spacing within a batch, each point chosen from
+# the candidates of all lambdas); preset = 'mlrMBO' switches them off. docs/mlrmbo.md says how
+# each differs from mlrMBO and what was measured.
 #
 # Settings (the "Params" handshake; every name is described in mbo/settings.R, unknown names are
 # refused): param.set.file (the SPACE file, required), max.budget, max.iterations, design.size,
-# propose.points, workers, seed, mode ('stream' or 'batch'), minimize, preset, design.cap,
+# propose.points, workers, seed, mode ('stream' or 'batch'), minimize, preset, design.cap, select,
 # y.trafo, y.eps, log.y, impute.y, impute.margin, lambda, surrogate, splitrule, replace,
 # se.method, num.trees, min.node.size, mtry, threads, fs.points, fs.maxit, fs.restarts,
 # fs.budget, local.points, local.top, batch.dist, interleave.random.points, dup.tol, pending,

@@ -102,3 +102,17 @@ def test_file_dropped_into_r_algorithms_is_usable_as_algo(tmp_path):
     final = json.loads(exp["final_message"])
     best = query(tmp_path, "SELECT MIN(objective) AS m, COUNT(*) AS n FROM trials")[0]
     assert final["n"] == best["n"] == 6 and math.isclose(final["best"], best["m"], rel_tol=1e-12)
+
+
+def test_typo_in_settings_fails_the_run_with_the_known_names(tmp_path):
+    """A misspelt setting used to run silently with the default; now the experiment fails before
+    any trial, and the user sees one paragraph with the suggestion and the known names."""
+    p = run_workflow(tmp_path, "--pilot", "bench", "--algo", "mlrMBO", "--procs", "2", "--budget", "8",
+                     "--settings", "mode = 'batch', propose.point = 4", timeout=300)
+    out = output(p)
+    assert p.returncode != 0, out
+    assert "unknown setting 'propose.point' (did you mean 'propose.points'?)" in out
+    assert "mlrMBO takes: " in out and "batch.dist" in out and "preset" in out
+    exp = query(tmp_path, "SELECT status FROM experiments")
+    assert [e["status"] for e in exp] == ["failed"]
+    assert query(tmp_path, "SELECT COUNT(*) AS n FROM trials")[0]["n"] == 0

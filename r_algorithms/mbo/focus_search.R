@@ -6,7 +6,8 @@
 # fs.points per restart plus local.points perturbations of the best local.top evaluated points
 # (SMAC's local search idea; local.points = 0 is mlrMBO's plain focus search). Every chain keeps
 # its best few candidates of every round, and its box shrinks around its round best; the
-# candidates of all chains go to point selection (select.R).
+# candidates of all chains go to point selection (select.R), and so does each chain's best over
+# all rounds (mlrMBO's result of a focus search, for select = 'lambda').
 
 # n points around the best evaluated points: every searched numeric/integer value moves by a
 # normal step with sd s x its range, s drawn from {0.1, 0.03, 0.01} per point (integers move by at
@@ -64,7 +65,8 @@ mbo_shrink <- function(info, box, x) {
 # The focus search for lambdas (one per model-based point). `predict(X)` returns the surrogate's
 # list(mean, se) for untransformed rows X; E holds the normalized coordinates of every submitted
 # point (a chain's box is centred on its best candidate that is not one of them).
-# Returns the candidates (X, their mean and se) and nloc, the points per chain in later rounds:
+# Returns the candidates (X, their mean and se); best, each chain's best (X, its LCB value crit,
+# the index of its lambda); and nloc, the points per chain in later rounds:
 # min(fs.points, fs.budget / (q * fs.restarts * (fs.maxit - 1))), at least 50.
 mbo_focus_search <- function(S, model, lambdas, E, predict) {
   ctl <- S$ctl; info <- S$info
@@ -77,6 +79,8 @@ mbo_focus_search <- function(S, model, lambdas, E, predict) {
   nch <- qm * R
   boxes <- rep(list(full), nch)
   candX <- list(); candM <- list(); candS <- list()
+  # per chain, its best candidate over all rounds (what mlrMBO's focus search returns)
+  bestX <- vector("list", nch); bestC <- rep(Inf, nch)
   pool <- mbo_sample(info, full, R * N0)
   loc <- if (model$kind != "none") mbo_local(S, ctl$local.points) else NULL
   nl <- if (is.null(loc)) 0L else nrow(loc)
@@ -104,6 +108,7 @@ mbo_focus_search <- function(S, model, lambdas, E, predict) {
         if (!mbo_is_dup(Ns[rows[k], ], E, ctl$dup.tol)) { center <- k; break }
       }
       if (is.na(center)) next
+      if (crit[center] < bestC[c]) { bestC[c] <- crit[center]; bestX[[c]] <- Xs[rows[center], , drop = FALSE] }
       taken <- c(taken, rows[head(o, keep)])
       if (it < maxit) boxes[[c]] <- mbo_shrink(info, boxes[[c]], Xs[rows[center], , drop = FALSE])
     }
@@ -112,6 +117,9 @@ mbo_focus_search <- function(S, model, lambdas, E, predict) {
       candX <- c(candX, list(Xs[taken, , drop = FALSE])); candM <- c(candM, list(pm[taken])); candS <- c(candS, list(ps[taken]))
     }
   }
+  found <- which(is.finite(bestC))
   list(X = if (length(candX)) do.call(rbind, candX) else NULL, mean = unlist(candM), se = unlist(candS),
-       nloc = nloc)
+       nloc = nloc,
+       best = list(X = if (length(found)) do.call(rbind, bestX[found]) else NULL, crit = bestC[found],
+                   lambda = (found - 1L) %% qm + 1L))
 }

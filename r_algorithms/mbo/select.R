@@ -2,11 +2,14 @@
 # multi-point LCB (qLCB, mlrMBO's setMBOControlMultiPoint(method = "cb")), kept distinct and
 # spaced.
 #
-# Point i (i <= number of lambdas) is the candidate, of all chains, with the best LCB
-# mean - lambda_i * se that is not within dup.tol of an evaluated, pending or already chosen point,
+# select = 'pool' (default): point i (i <= number of lambdas) is the candidate, of all chains, with
+# the best LCB mean - lambda_i * se that is not within dup.tol of an evaluated, pending or already
+# chosen point,
 # and at least batch.dist (normalized Euclidean distance) away from the pending trials and the
 # points already chosen in this round; the spacing is relaxed to batch.dist / 4, then dropped, when
-# no candidate qualifies (batch.dist = 0: no spacing, as in mlrMBO). The remaining points
+# no candidate qualifies (batch.dist = 0: no spacing, as in mlrMBO). select = 'lambda' (mlrMBO):
+# point i is the best point of lambda i's own focus search (the best of its restarts that
+# qualifies in the same way), as mlrMBO's multi-point "cb" proposes. The remaining points
 # (interleave.random.points), and any point without a qualifying candidate, are uniformly random
 # distinct points. Returns the rows (untransformed) with attr(, "random") = the number of
 # model-based points that had to be random.
@@ -20,7 +23,18 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
   d2 <- c(ctl$batch.dist^2, (ctl$batch.dist / 4)^2, 0)
   for (i in seq_len(q)) {
     got <- NULL
-    if (i <= qm && !is.null(Cx)) {
+    if (i <= qm && identical(ctl$select, "lambda")) {
+      # mlrMBO: point i is the best that the focus search of lambda i found (over its restarts)
+      own <- which(cand$best$lambda == i)
+      if (length(own) > 1L) own <- own[order(cand$best$crit[own])]
+      Bn <- if (length(own)) mbo_norm(info, cand$best$X[own, , drop = FALSE]) else NULL
+      for (lev in d2) {
+        for (k in seq_along(own)) if ((lev == 0 || mbo_min_dist2(Bn[k, ], B) >= lev) && !mbo_is_dup(Bn[k, ], En, ctl$dup.tol)) {
+          got <- list(X = cand$best$X[own[k], , drop = FALSE], N = Bn[k, ]); break
+        }
+        if (!is.null(got)) break
+      }
+    } else if (i <= qm && !is.null(Cx)) {
       o <- order(Cm - lambdas[i] * Cs + runif(length(Cm)) * 1e-12)
       for (lev in d2) {
         for (k in head(o, 2000L)) if ((lev == 0 || mbo_min_dist2(Cn[k, ], B) >= lev) && !mbo_is_dup(Cn[k, ], En, ctl$dup.tol)) {

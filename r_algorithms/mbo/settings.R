@@ -33,11 +33,15 @@
 #   impute.margin    margin for "worst" (default 0.1).
 #   preset           "mlrMBO": the defaults of mlrMBO itself for the extras this implementation
 #                    adds (see docs/mlrmbo.md): local.points = 0, y.trafo = "none",
-#                    design.cap = FALSE, batch.dist = 0. Settings given explicitly still win.
+#                    design.cap = FALSE, batch.dist = 0, select = "lambda". Settings given
+#                    explicitly still win.
 #                    Default: none (the extras on).
 #   design.cap       TRUE (default): the default design.size is at most half of max.budget
 #                    (never below the largest number of discrete values); FALSE: mlrMBO's 4 d,
 #                    at most max.budget.
+#   select           how the q points are chosen from the focus-search results: "pool" (default):
+#                    point i is the best candidate under lambda_i from the candidates of all
+#                    chains; "lambda": the best of lambda_i's own focus search (mlrMBO).
 #   lambda           "exp" (default): each proposed point gets its own LCB lambda ~ Exp(1)
 #                    (rexp(q)); or a number for a fixed lambda.
 #   surrogate        "ranger" (default) or "randomForest" (se = sd over the trees).
@@ -89,7 +93,8 @@ MBO_SETTINGS <- c(
   "seed", "mode", "minimize", "y.trafo", "y.eps", "log.y", "impute.y", "impute.margin", "lambda",
   "surrogate", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
   "fs.points", "fs.maxit", "fs.restarts", "fs.budget", "local.points", "local.top", "batch.dist",
-  "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap")
+  "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap",
+  "select")
 
 # sent by the workflow for the farm or for Python optimizers, not for mlrMBO
 MBO_WORKFLOW_SETTINGS <- c("space", "impute", "keep.models")
@@ -97,7 +102,7 @@ MBO_WORKFLOW_SETTINGS <- c("space", "impute", "keep.models")
 # Presets set defaults, never explicit settings. "mlrMBO" switches off the extras that mlrMBO
 # does not have, to compare with CANDLE/Supervisor's mlrMBO workflows (docs/mlrmbo.md).
 MBO_PRESETS <- list(
-  mlrMBO = list(local.points = 0L, y.trafo = "none", design.cap = FALSE, batch.dist = 0))
+  mlrMBO = list(local.points = 0L, y.trafo = "none", design.cap = FALSE, batch.dist = 0, select = "lambda"))
 
 # Refuse names that are not settings (a typo would otherwise run silently with the default), in
 # one paragraph that suggests the closest known name and lists all of them.
@@ -113,7 +118,7 @@ mbo_check_names <- function(s) {
   }, "")
   stop("mlrMBO: unknown setting", if (length(bad) > 1L) "s " else " ", paste(what, collapse = ", "),
        ". mlrMBO takes: ", paste(sort(MBO_SETTINGS), collapse = ", "),
-       " (what each does: r_algorithms/mbo/settings.R, docs/writing-an-optimizer.md). Correct the name ",
+       " (what each does: r_algorithms/mbo/settings.R; the preset: docs/mlrmbo.md). Correct the name ",
        "in SETTINGS or remove it; settings are written as name = value pairs, e.g. ",
        "SETTINGS=\"propose.points = 8, mode = 'batch'\".", call. = FALSE)
 }
@@ -180,6 +185,7 @@ mbo_settings <- function(s) {
     fs.budget = as.numeric(s$fs.budget %||% 1e5),
     dup.tol = as.numeric(s$dup.tol %||% 1e-4),
     pending = as.character(s$pending %||% "ignore"),
+    select = as.character(s$select %||% "pool"),
     min.fit = s$min.fit,
     verbose = as.logical(s$verbose %||% TRUE))
   if (!(ctl$mode %in% c("stream", "batch")))
@@ -191,6 +197,8 @@ mbo_settings <- function(s) {
     fail("y.trafo = '", ctl$y.trafo, "' is not supported; use 'auto' (default), 'none', 'slog', 'log' or 'rank'.")
   if (!(ctl$surrogate %in% c("ranger", "randomForest")))
     fail("surrogate = '", ctl$surrogate, "' is not supported; use 'ranger' or 'randomForest'.")
+  if (!(ctl$select %in% c("pool", "lambda")))
+    fail("select = '", ctl$select, "' is not supported; use 'pool' (default) or 'lambda' (mlrMBO's choice).")
   if (!(ctl$pending %in% c("believer", "ignore")))
     fail("pending = '", ctl$pending, "' is not supported; use 'believer' or 'ignore'.")
   if (!(identical(ctl$impute.y, "worst") || identical(ctl$impute.y, "median") || is.numeric(ctl$impute.y)))

@@ -60,7 +60,9 @@ test_that("preset = 'mlrMBO' runs to the budget with mlrMBO's design size and it
   expect_equal(count_design(h), 8L)
   expect_equal(jsonlite::fromJSON(h$final)$evaluations, 12)
   ctl <- get("mbo_last_state", envir = globalenv())$ctl
-  expect_equal(list(ctl$local.points, ctl$y.trafo, ctl$design.cap, ctl$batch.dist), list(0L, "none", FALSE, 0))
+  expect_equal(list(ctl$local.points, ctl$y.trafo, ctl$design.cap, ctl$batch.dist, ctl$select),
+               list(0L, "none", FALSE, 0, "lambda"))
+  expect_equal(nrow(unique(params_df(h))), 12L)                        # still distinct
   h <- mbo(s)
   expect_equal(count_design(h), 6L)
 })

@@ -44,20 +44,22 @@ test_that("defaults are the current ones (the extras on)", {
   expect_equal(ctl$y.trafo, "auto")
   expect_true(ctl$design.cap)
   expect_equal(ctl$batch.dist, 0.05)
+  expect_equal(ctl$select, "pool")
   expect_equal(ctl$mode, "stream")
   expect_equal(c(ctl$fs.points, ctl$fs.maxit, ctl$fs.restarts), c(1000L, 5L, 3L))
   expect_equal(mbo_settings(c(base, log.y = TRUE))$y.trafo, "log")
 })
 
-test_that("preset = 'mlrMBO' switches the four extras off; explicit settings still win", {
+test_that("preset = 'mlrMBO' switches the extras off; explicit settings still win", {
   ctl <- mbo_settings(c(base, preset = "mlrMBO"))
   expect_equal(ctl$preset, "mlrMBO")
   expect_equal(ctl$local.points, 0L)
   expect_equal(ctl$y.trafo, "none")
   expect_false(ctl$design.cap)
   expect_equal(ctl$batch.dist, 0)
+  expect_equal(ctl$select, "lambda")
   # everything else as without the preset
-  keep <- setdiff(MBO_SETTINGS, c("preset", "local.points", "y.trafo", "design.cap", "batch.dist"))
+  keep <- setdiff(MBO_SETTINGS, c("preset", "local.points", "y.trafo", "design.cap", "batch.dist", "select"))
   expect_equal(ctl[keep], mbo_settings(base)[keep])
   ctl <- mbo_settings(c(base, preset = "mlrMBO", batch.dist = 0.05, y.trafo = "slog"))
   expect_equal(ctl$batch.dist, 0.05)
@@ -74,6 +76,7 @@ test_that("bad values are refused in one paragraph", {
   expect_error_paragraph(mbo_settings(c(base, surrogate = "km")), "surrogate = 'km' is not supported")
   expect_error_paragraph(mbo_settings(c(base, lambda = -1)), "lambda must be 'exp' or a non-negative number")
   expect_error_paragraph(mbo_settings(c(base, impute.y = "mean")), "impute.y must be 'worst', 'median' or a number")
+  expect_error_paragraph(mbo_settings(c(base, select = "best")), "select = 'best' is not supported")
 })
 
 test_that("through the simulated farm: a typo fails before any trial; no param.set.file is named", {
