@@ -1,12 +1,12 @@
 # Random search over a ParamHelpers space, written to the plain EMEWS EQ/R convention
-# (OUT_put/IN_get only): settings handshake, ';'-joined JSON batches, DONE + final message.
+# (OUT_put/IN_get): settings handshake (through eq_settings(), the one settings parser),
+# ';'-joined JSON batches, DONE + final message.
 #
 # Settings: max.budget (evaluations), propose.points (batch size; default: the number of
 # workers), seed, param.set.file (the SPACE file).
 suppressPackageStartupMessages(library(ParamHelpers))
 
-OUT_put("Params")
-settings <- eval(parse(text = paste0("list(", IN_get(), ")")))
+settings <- eq_settings()   # OUT_put("Params"), then the settings from IN_get()
 par.set <- eq_space_load(settings$param.set.file)
 budget <- as.integer(settings$max.budget)
 q <- as.integer(if (is.null(settings$propose.points)) settings$workers else settings$propose.points)
