@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pilots.bench import MINIMA, branin, hartmann6, mixed  # the pilot's own definitions
+
 REPO = Path(__file__).resolve().parent.parent
-MINIMA = {"branin": 0.397887, "hartmann6": -3.32237, "mixed": 0.0}
 SPACES = {"branin": "workflows/bench_branin.R", "hartmann6": "workflows/bench_hartmann6.R",
           "mixed": "workflows/bench_mixed.R"}
 REFERENCE = {  # measured on this machine before this optimizer existed (DESIGN.md)
@@ -46,27 +46,12 @@ REFERENCE = {  # measured on this machine before this optimizer existed (DESIGN.
 BUDGET, BATCH = 100, 8
 EARLY = 40  # the second column set: best-so-far after the first EARLY evaluations of the same runs
 
-R_JOB = r"""
-args <- commandArgs(trailingOnly = TRUE)
-home <- args[1]; algo <- args[2]; space <- args[3]; seed <- as.integer(args[4]); extra <- args[5]
-EQ_HOME <- home
-source(file.path(home, "eq", "R", "sim.R"))
-mode <- if (algo == "mbo_stream") "stream" else "batch"
-settings <- sprintf("max.budget = %d, propose.points = %d, workers = %d, seed = %d, mode = '%s', verbose = FALSE, param.set.file = '%s'",
-                    %BUDGET%L, %BATCH%L, %BATCH%L, seed, mode, file.path(home, space))
-if (nzchar(extra) && algo != "random") settings <- paste0(settings, ", ", extra)
-file <- if (algo == "random") "random" else "mlrMBO"
-t0 <- proc.time()[["elapsed"]]
-h <- suppressMessages(fake_eq_run(file, settings, workers = %BATCH%L, seed = seed + 1000L))
-tr <- fake_eq_trials(h)
-cat("RESULT", jsonlite::toJSON(list(objective = tr$objective, seconds = proc.time()[["elapsed"]] - t0,
-    distinct = nrow(unique(do.call(rbind, lapply(tr$params, function(p) as.data.frame(p, optional = TRUE)))))),
-    digits = NA, na = "null", auto_unbox = TRUE), "\n")
-""".replace("%BUDGET%", str(BUDGET)).replace("%BATCH%", str(BATCH))
+R_JOB = REPO / "benchmarks" / "optimizer_quality.R"  # one run against eq/R/sim.R
 
 
 def run_r(script: str, algo: str, fn: str, seed: int, extra: str) -> dict:
-    cmd = ["Rscript", "--vanilla", script, str(REPO), algo, SPACES[fn], str(seed), extra]
+    cmd = ["Rscript", "--vanilla", script, str(REPO), algo, SPACES[fn], str(seed), extra, str(BUDGET),
+           str(BATCH)]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=tempfile.gettempdir())
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -78,26 +63,7 @@ def run_r(script: str, algo: str, fn: str, seed: int, extra: str) -> dict:
     raise RuntimeError(f"{algo} {fn} seed {seed} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
 
 
-# --- Optuna TPE reference, in process ---------------------------------------------------------
-def branin(x1, x2):
-    a, b, c, r, s, t = 1, 5.1 / (4 * math.pi ** 2), 5 / math.pi, 6, 10, 1 / (8 * math.pi)
-    return a * (x2 - b * x1 ** 2 + c * x1 - r) ** 2 + s * (1 - t) * math.cos(x1) + s
-
-
-_A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
-      [17, 8, 0.05, 10, 0.1, 14]]
-_P = [[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-      [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]]
-_ALPHA = [1.0, 1.2, 3.0, 3.2]
-
-
-def hartmann6(x):
-    return -sum(_ALPHA[i] * math.exp(-sum(_A[i][j] * (x[j] - 1e-4 * _P[i][j]) ** 2 for j in range(6)))
-                for i in range(4))
-
-
-def mixed(x1, x2, n, cat):
-    return (x1 - 0.3) ** 2 + (x2 + 0.1) ** 2 + 0.05 * (n - 7) ** 2 + {"a": 0, "b": 0.3, "c": 0.6, "d": 1.0}[cat]
+# --- Optuna TPE reference, in process (the bench pilot's own functions) -----------------------
 
 
 def run_tpe(fn: str, seed: int) -> dict:
@@ -147,23 +113,18 @@ def main(argv=None) -> int:
           f"simulated time): this measures search quality, not dispatch.", flush=True)
     if a.mbo_settings:
         print(f"extra mlrMBO settings: {a.mbo_settings}", flush=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as f:
-        f.write(R_JOB)
-        script = f.name
+    script = str(R_JOB)
     results: dict = {}
     t0 = time.time()
-    try:
-        jobs = [(al, fn, s) for al in algos if al != "tpe" for fn in fns for s in seeds]
-        with ThreadPoolExecutor(max_workers=max(1, min(2, a.jobs))) as ex:
-            futs = {ex.submit(run_r, script, al, fn, s, a.mbo_settings): (al, fn, s) for al, fn, s in jobs}
-            if "tpe" in algos:
-                for fn in fns:
-                    for s in seeds:
-                        results[("tpe", fn, s)] = run_tpe(fn, s)
-            for fut, key in futs.items():
-                results[key] = fut.result()
-    finally:
-        os.unlink(script)
+    jobs = [(al, fn, s) for al in algos if al != "tpe" for fn in fns for s in seeds]
+    with ThreadPoolExecutor(max_workers=max(1, min(2, a.jobs))) as ex:
+        futs = {ex.submit(run_r, script, al, fn, s, a.mbo_settings): (al, fn, s) for al, fn, s in jobs}
+        if "tpe" in algos:
+            for fn in fns:
+                for s in seeds:
+                    results[("tpe", fn, s)] = run_tpe(fn, s)
+        for fut, key in futs.items():
+            results[key] = fut.result()
     names = {"mbo_batch": "mlrMBO batch", "mbo_stream": "mlrMBO stream", "random": "random (R)",
              "tpe": "Optuna TPE"}
     med = {(al, fn): statistics.median(results[(al, fn, s)]["regret"] for s in seeds) for al in algos for fn in fns}
