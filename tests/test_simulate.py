@@ -79,3 +79,14 @@ def test_optimizer_errors_and_protocol_breaks_are_reported(tmp_path):
     p = simulate(str(rude), "--budget", "4", cwd=tmp_path)
     assert p.returncode == 1
     assert "no request outstanding" in p.stderr and "rude.py" in p.stderr
+
+
+def test_settings_reach_the_optimizer_and_bad_settings_are_refused(tmp_path):
+    p = simulate("random", "--budget", "12", "--workers", "4", "--settings", "propose.points = 3L",
+                 cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert rows(p.stdout)[0]["proposals"] == 4      # 12 points in batches of 3, not of 4 workers
+    p = simulate("random", "--settings", "design.size = = 3", cwd=tmp_path)
+    assert p.returncode == 2 and "SETTINGS 'design.size = = 3' is not valid R argument text" in p.stderr
+    p = simulate("random", "--settings", "20", cwd=tmp_path)
+    assert p.returncode == 2 and "every setting needs a name" in p.stderr
