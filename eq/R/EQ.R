@@ -38,18 +38,24 @@ suppressPackageStartupMessages(library(jsonlite))
 .eq_str_json <- function(x) {
   x <- enc2utf8(as.character(x))
   out <- paste0('"', gsub('"', '\\"', gsub("\\", "\\\\", x, fixed = TRUE), fixed = TRUE), '"')
-  odd <- grepl("[[:cntrl:]]", x)
-  if (any(odd)) out[odd] <- vapply(x[odd], .eq_json, character(1), USE.NAMES = FALSE)
+  # one byte scan for the whole vector; the regex only when a control character is present
+  if (length(x) && any(charToRaw(paste(x, collapse = "")) < as.raw(32L) |
+                       charToRaw(paste(x, collapse = "")) == as.raw(127L))) {
+    odd <- grepl("[[:cntrl:]]", x)
+    out[odd] <- vapply(x[odd], .eq_json, character(1), USE.NAMES = FALSE)
+  }
   out
 }
 
 # Doubles: %.15g, and more digits only where 15 do not read back to the same double.
 .eq_num_json <- function(v) {
   s <- sprintf("%.15g", v)
-  for (d in c(16L, 17L)) {
-    bad <- which(is.finite(v) & as.numeric(s) != v)
-    if (!length(bad)) break
-    s[bad] <- sprintf(paste0("%.", d, "g"), v[bad])
+  bad <- which(as.numeric(s) != v)          # NA (not selected) for NaN; Inf reads back as Inf
+  if (length(bad)) {
+    s16 <- sprintf("%.16g", v[bad])
+    ok <- as.numeric(s16) == v[bad]
+    s[bad[ok]] <- s16[ok]
+    if (!all(ok)) s[bad[!ok]] <- sprintf("%.17g", v[bad[!ok]])
   }
   s[!is.finite(v)] <- "null"
   s
