@@ -4,9 +4,8 @@
 #
 # select = 'pool' (default): point i (i <= number of lambdas) is the candidate, of all chains, with
 # the best LCB mean - lambda_i * se that is not within dup.tol of an evaluated, pending or already
-# chosen point,
-# and at least batch.dist (normalized Euclidean distance) away from the pending trials and the
-# points already chosen in this round; the spacing is relaxed to batch.dist / 4, then dropped, when
+# chosen point, and at least batch.dist (normalized Euclidean distance) away from the pending
+# trials and the points already chosen in this round; the spacing is relaxed to batch.dist / 4, then dropped, when
 # no candidate qualifies (batch.dist = 0: no spacing, as in mlrMBO). select = 'lambda' (mlrMBO):
 # point i is the best point of lambda i's own focus search (the best of its restarts that
 # qualifies in the same way), as mlrMBO's multi-point "cb" proposes. The remaining points
@@ -27,21 +26,15 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
       # mlrMBO: point i is the best that the focus search of lambda i found (over its restarts)
       own <- which(cand$best$lambda == i)
       if (length(own) > 1L) own <- own[order(cand$best$crit[own])]
-      Bn <- if (length(own)) mbo_norm(info, cand$best$X[own, , drop = FALSE]) else NULL
-      for (lev in d2) {
-        for (k in seq_along(own)) if ((lev == 0 || mbo_min_dist2(Bn[k, ], B) >= lev) && !mbo_is_dup(Bn[k, ], En, ctl$dup.tol)) {
-          got <- list(X = cand$best$X[own[k], , drop = FALSE], N = Bn[k, ]); break
-        }
-        if (!is.null(got)) break
+      if (length(own)) {
+        Bn <- mbo_norm(info, cand$best$X[own, , drop = FALSE])
+        k <- mbo_first_fit(Bn, seq_along(own), B, En, d2, ctl$dup.tol)
+        if (!is.na(k)) got <- list(X = cand$best$X[own[k], , drop = FALSE], N = Bn[k, ])
       }
     } else if (i <= qm && !is.null(Cx)) {
       o <- order(Cm - lambdas[i] * Cs + runif(length(Cm)) * 1e-12)
-      for (lev in d2) {
-        for (k in head(o, 2000L)) if ((lev == 0 || mbo_min_dist2(Cn[k, ], B) >= lev) && !mbo_is_dup(Cn[k, ], En, ctl$dup.tol)) {
-          got <- list(X = Cx[k, , drop = FALSE], N = Cn[k, ]); break
-        }
-        if (!is.null(got)) break
-      }
+      k <- mbo_first_fit(Cn, head(o, 2000L), B, En, d2, ctl$dup.tol)
+      if (!is.na(k)) got <- list(X = Cx[k, , drop = FALSE], N = Cn[k, ])
     }
     if (is.null(got)) { got <- mbo_random_distinct(S, En); if (i <= qm) nrand <- nrand + 1L }
     if (is.null(got)) {   # the space is exhausted: accept a repeated point
@@ -56,4 +49,13 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
   rownames(X) <- NULL
   attr(X, "random") <- nrand
   X
+}
+
+# The first candidate (row k of Nc, k taken in the order of idx) that is not within tol of a row
+# of En and keeps the spacing from the rows of B, trying each squared distance of d2 in turn
+# (d2 = 0: no spacing); NA when none qualifies.
+mbo_first_fit <- function(Nc, idx, B, En, d2, tol) {
+  for (lev in d2) for (k in idx)
+    if ((lev == 0 || mbo_min_dist2(Nc[k, ], B) >= lev) && !mbo_is_dup(Nc[k, ], En, tol)) return(k)
+  NA_integer_
 }
