@@ -93,9 +93,14 @@ test_that("results are decoded with one JSON parse: ids integer, failed objectiv
   reply <- as.character(jsonlite::toJSON(list(eq = "results", results = res, pending = 1L, free = 2L,
                                               workers = 3L), auto_unbox = TRUE, null = "null"))
   sent <- character(0)
-  OUT_put <<- function(s) sent <<- c(sent, s)
-  IN_get <<- function() reply
-  on.exit(rm(OUT_put, IN_get, envir = globalenv()))
+  # the EQ helpers find OUT_put/IN_get in the global environment: put ours there for this test
+  # and restore whatever was there before
+  g <- globalenv()
+  saved <- mget(c("OUT_put", "IN_get"), envir = g, ifnotfound = list(NULL))
+  on.exit(for (nm in names(saved))
+    if (is.null(saved[[nm]])) suppressWarnings(rm(list = nm, envir = g)) else assign(nm, saved[[nm]], envir = g))
+  assign("OUT_put", function(s) sent <<- c(sent, s), envir = g)
+  assign("IN_get", function() reply, envir = g)
   r <- eq_results(min = 2)
   expect_equal(sent, '{"eq":"results","min":2}')
   expect_identical(vapply(r$results, function(x) x$id, 0L), c(3L, 4L, 5L))
