@@ -133,19 +133,23 @@ def run_r_optimizer(algo: Path, put: Callable[[str], None], get: Callable[[], st
 _sim_baseline: set[str] | None = None
 
 
+def _globals(ro) -> set[str]:
+    return set(ro.r["ls"](envir=ro.globalenv, **{"all.names": True}))
+
+
 def _sim_session():
     """The embedded R with eq/R/sim.R sourced; remembers which globals belong to the runtime."""
     global _sim_baseline
     ro = session()
     if _sim_baseline is None:
         ro.r["source"](str(R_DIR / "sim.R"))
-        _sim_baseline = set(ro.r("ls(globalenv(), all.names = TRUE)"))
+        _sim_baseline = _globals(ro)
     return ro
 
 
 def sim_minima() -> dict[str, float]:
     """The known minima of the simulated bench functions (eq/R/sim.R ``fake_eq_minima``)."""
-    m = _sim_session().r("fake_eq_minima")
+    m = _sim_session().globalenv["fake_eq_minima"]
     return {str(k): float(v) for k, v in zip(m.names, m)}
 
 
@@ -158,7 +162,7 @@ class SimFarm:
     def __init__(self, settings: str, workers: int, seed: int):
         ro = _sim_session()
         # each run starts from the runtime's globals: what a previous optimizer left is removed
-        left = set(ro.r("ls(globalenv(), all.names = TRUE)")) - _sim_baseline - {".Random.seed"}
+        left = _globals(ro) - _sim_baseline - {".Random.seed"}
         if left:
             ro.r["rm"](list=ro.StrVector(sorted(left)), envir=ro.globalenv)
         self._ro = ro
