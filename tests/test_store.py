@@ -392,3 +392,41 @@ def test_end_experiment_cancels_the_open_trials_and_ends_it_in_one_step(url):
     with pytest.raises(ValueError, match="completed or failed"):
         store.end_experiment(eng, e, ExperimentStatus.RUNNING)
     eng.dispose()
+
+
+def test_a_new_column_is_one_generated_revision(tmp_path):
+    """The developer's path in docs/store.md, on a copy of the package: add a column to
+    schema.py, generate the revision, set SCHEMA_VERSION; a store at 0002 then upgrades to it."""
+    pkg = tmp_path / "emews_py"
+    shutil.copytree(ROOT / "emews_py", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    schema = pkg / "store" / "schema.py"
+    src = schema.read_text()
+    anchor = "    error = Column(Text)              # traceback or time-limit message\n"
+    assert src.count(anchor) == 1
+    schema.write_text(src.replace(anchor, anchor + "    segment = Column(Integer)\n"))
+    env = {"PYTHONPATH": str(tmp_path), "PATH": ""}
+    db = f"sqlite:///{tmp_path / 'emews.db'}"
+    store.init_db(db).dispose()  # a store at 0002, made by this code
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "emews_py.store.migrations", *args], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout.strip()
+    cli("revision", "add trials.segment", "--autogenerate")
+    (rev,) = (pkg / "store" / "migrations" / "versions").glob("0003_*.py")
+    assert rev.name == "0003_add_trials_segment.py"
+    body = rev.read_text()
+    assert "down_revision = '0002'" in body
+    assert "batch_op.add_column(sa.Column('segment', sa.Integer()" in body
+    assert "batch_op.drop_column('segment')" in body
+    schema.write_text(schema.read_text().replace('SCHEMA_VERSION = "0002"', 'SCHEMA_VERSION = "0003"'))
+    assert cli("current", db) == "0002"
+    assert cli("upgrade", db) == "0003"
+    assert "segment" in columns(db)["trials"]
+    assert cli("downgrade", db, "0002") == "0002"
+    assert "segment" not in columns(db)["trials"]
+    # This code (which knows 0002 only) refuses the store once the copy has upgraded it.
+    cli("upgrade", db)
+    with pytest.raises(store.SchemaTooNew):
+        store.init_db(db)
