@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+import zmq
 
 from emews_py import eq
 
@@ -79,3 +80,26 @@ def test_reply_with_no_optimizer_ever_connected_raises(server):
     with pytest.raises(eq.EQPeerGone):
         server.reply("nobody is listening", wait_s=0.3)
     assert time.monotonic() - t0 < 2.0
+
+
+def test_reply_to_an_optimizer_that_stopped_reading_raises_after_a_bounded_wait(server):
+    # Connected and alive, but never reads again (as an optimizer stuck in native code would).
+    # Short queues on both ends (set before the connection), so the test needs little memory.
+    server.sock.setsockopt(zmq.SNDHWM, 2)
+    p = subprocess.Popen([sys.executable, "-c", "import sys, time, zmq\n"
+                          "s = zmq.Context.instance().socket(zmq.PAIR)\n"
+                          "s.setsockopt(zmq.RCVHWM, 2)\ns.connect(sys.argv[1])\n"
+                          "s.send_multipart([b'put', b'Params'])\ntime.sleep(600)\n",
+                          server.endpoint])
+    try:
+        assert wait_put(server) == (eq.PUT, eq.PARAMS)
+        big = "x" * 100_000
+        with pytest.raises(eq.EQPeerGone, match="no longer reads"):
+            for _ in range(2000):             # fills ZeroMQ's queue and the socket buffers
+                t0 = time.monotonic()
+                server.reply(big, wait_s=0.5)
+                assert time.monotonic() - t0 < 3.0
+        assert p.poll() is None               # the optimizer is still alive: not mistaken for dead
+    finally:
+        p.kill()
+        p.wait()
