@@ -1,6 +1,10 @@
 """EQ/Py: the EMEWS Python API. An algorithm does ``import eqpy`` and calls ``eqpy.OUT_put`` /
 ``eqpy.IN_get``; the helpers below (``settings``, ``submit``, ``results``, ``batch``, ``done``)
-are built on those two calls only (docs/eq-protocol.md)."""
+are built on those two calls only (docs/eq-protocol.md).
+
+A top-level package of the emews-py distribution, so ``import eqpy`` works wherever it is
+installed. The calls go to ``emews_py.eq.client()``: the ZeroMQ connection to the driver in the
+optimizer process, or the simulated farm under ``emews simulate``."""
 from __future__ import annotations
 
 import json
