@@ -143,7 +143,8 @@ _client: EQClient | None = None
 def client() -> EQClient:
     if _client is None:
         sys.stderr.write("eqpy: no EQ connection; optimizers are run by the emews driver "
-                         "(make workflow ... ALGO=name), not directly\n")
+                         "(make workflow ... ALGO=name) or by `emews simulate ALGO`, not "
+                         "directly\n")
         raise RuntimeError("eqpy is not connected to a driver")
     return _client
 
