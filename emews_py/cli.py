@@ -177,9 +177,9 @@ def mark_abandoned(cfg: RunConfig, rc: int) -> None:
     """If the MPI job died under rank 0 (a worker crashed and mpiexec killed the job), rank 0 could
     not record it: do it here, so the store never shows a dead experiment as running. The same
     rule as the driver's own failure path (``store.end_experiment``): open trials are cancelled."""
-    from sqlalchemy import select, update
+    from sqlalchemy import select
 
-    from emews_py.store import end_experiment, experiments, make_engine, trials, utcnow
+    from emews_py.store import end_experiment, experiments, make_engine
     try:
         eng = make_engine(cfg.db)
         with eng.connect() as c:
@@ -192,13 +192,9 @@ def mark_abandoned(cfg: RunConfig, rc: int) -> None:
                f"most likely a worker process crashed (see the output above and {cfg.run_dir})")
         # Unlike a failure the driver saw, a running trial here died with the job, most likely
         # the cause of it: it failed. Everything else follows the one rule of end_experiment.
-        with eng.begin() as c:
-            c.execute(update(trials).where(trials.c.experiment_id == exp,
-                                           trials.c.status == TrialStatus.RUNNING.value)
-                      .values(status=TrialStatus.FAILED.value, finished_at=utcnow(),
-                              error=f"the MPI job died while this trial ran: {why}"))
         end_experiment(eng, exp, ExperimentStatus.FAILED, error=why,
-                       why_cancelled=f"cancelled: {why}")
+                       why_cancelled=f"cancelled: {why}", running_as=TrialStatus.FAILED,
+                       why_running=f"the MPI job died while this trial ran: {why}")
         sys.stderr.write(f"[emews] ERROR: experiment {exp} failed: {why}\n")
     except Exception as e:  # noqa: BLE001 - the store may be what failed
         sys.stderr.write(f"[emews] could not mark the experiment failed in {cfg.db}: {e}\n")

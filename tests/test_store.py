@@ -304,11 +304,10 @@ def test_writer_records_trial_records_events_and_models(url):
     w.delete_model("/runs/m/trial.keras")
     assert sql(url, "SELECT * FROM models") == []
 
-    # The dict form that the driver used before Trial records (accepted for now; remove this
-    # block with the dict path in Writer).
-    w.trial_changed({"id": idle.id, "status": "timeout", "objective": 0.5, "worker": 1,
-                     "started_at": 1_800_000_004.0, "finished_at": 1_800_000_005.0,
-                     "error": "trial time limit 1 s passed"})
+    # A trial written again after a flush: the second state is what the table holds.
+    idle.finish(Result(idle.id, TrialStatus.TIMEOUT, 1_800_000_004.0, 1_800_000_005.0, 1, None,
+                       0.5, error="trial time limit 1 s passed"))
+    w.trial_changed(idle)
     w.flush()
     r = sql(url, "SELECT status, objective, error FROM trials WHERE id = :t", t=idle.id)[0]
     assert r == {"status": "timeout", "objective": 0.5, "error": "trial time limit 1 s passed"}

@@ -30,12 +30,17 @@ def summary(engine: Engine, exp_id: int) -> dict:
 
 
 def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error: str | None = None,
-                   final_message: str | None = None, why_cancelled: str | None = None) -> int:
+                   final_message: str | None = None, why_cancelled: str | None = None,
+                   running_as: TrialStatus = TrialStatus.CANCELLED,
+                   why_running: str | None = None) -> int:
     """End an experiment in one transaction: every trial of it still queued or running becomes
     ``cancelled`` (``error`` = ``why_cancelled``, by default a reason that follows from ``status``;
     ``finished_at`` = now), and the experiment gets ``status``, ``finished_at``, ``error`` and
-    ``final_message``. Returns how many trials were cancelled. The driver's normal end and failure,
-    and the CLI's post-mortem of a job that died under the driver, all end experiments here."""
+    ``final_message``. Returns how many trials were closed. The driver's normal end and failure,
+    and the CLI's post-mortem of a job that died under the driver, all end experiments here.
+
+    ``running_as``: the post-mortem closes a trial that was *running* when the MPI job died as
+    ``failed`` (it died with the job, most likely its cause), with ``why_running``."""
     status = ExperimentStatus(status)
     if status is ExperimentStatus.RUNNING:
         raise ValueError(f"end_experiment({exp_id}): an experiment ends as completed or failed, "
@@ -43,7 +48,14 @@ def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error:
     why = why_cancelled if why_cancelled is not None else _WHY_CANCELLED[status]
     now = utcnow()
     with engine.begin() as c:
-        n = c.execute(update(trials)
+        n = 0
+        if running_as is not TrialStatus.CANCELLED:
+            n += c.execute(update(trials)
+                           .where(trials.c.experiment_id == exp_id,
+                                  trials.c.status == TrialStatus.RUNNING.value)
+                           .values(status=TrialStatus(running_as).value,
+                                   error=why_running or why, finished_at=now)).rowcount
+        n += c.execute(update(trials)
                       .where(trials.c.experiment_id == exp_id, trials.c.status.in_(OPEN_STATUSES))
                       .values(status=TrialStatus.CANCELLED.value, error=why, finished_at=now)).rowcount
         c.execute(update(experiments).where(experiments.c.id == exp_id)

@@ -27,16 +27,11 @@ def _json_or_null(v: Any) -> str | None:
     return None if v is None else json_dumps(v)
 
 
-def _state(t: Trial | dict) -> tuple:
+def _state(t: Trial) -> tuple:
     """(id, status, objective, metrics, worker, host, started_at, finished_at, error) of a trial;
     times in epoch seconds."""
-    if isinstance(t, Trial):
-        return (t.id, t.status.value, t.objective, t.metrics, t.worker, t.host, t.started_at,
-                t.finished_at, t.error)
-    # Deprecated: the dict form of rank 0's trials before emews_py.trials.Trial.
-    g = t.get
-    return (t["id"], str(t["status"]), g("objective"), g("metrics"), g("worker"), g("host"),
-            g("started_at"), g("finished_at"), g("error"))
+    return (t.id, t.status.value, t.objective, t.metrics, t.worker, t.host, t.started_at,
+            t.finished_at, t.error)
 
 
 def _plain(fields: dict) -> dict:
@@ -50,7 +45,7 @@ class Writer:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._updates: dict[int, Trial | dict] = {}
+        self._updates: dict[int, Trial] = {}
         self._events: list[dict] = []
         self._models: list[dict] = []
         self._upd = (update(trials).where(trials.c.id == bindparam("b_id"))
@@ -94,11 +89,10 @@ class Writer:
             res = c.execute(insert(trials).returning(trials.c.id, sort_by_parameter_order=True), rows)
             return [r[0] for r in res]
 
-    def trial_changed(self, trial: Trial | dict) -> None:
+    def trial_changed(self, trial: Trial) -> None:
         """Buffer a trial whose state changed. Its fields are read at ``flush()``, so a Trial
-        changed again before then is written once, in its latest state. (A dict with the
-        columns of ``_COLUMNS`` and ``id`` is accepted too, for now.)"""
-        self._updates[trial.id if isinstance(trial, Trial) else trial["id"]] = trial
+        changed again before then is written once, in its latest state."""
+        self._updates[trial.id] = trial
 
     def add_events(self, evs: Iterable[dict]) -> None:
         for e in evs:
