@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Union
 
+from emews_py import eq
 from emews_py.space import check_point
 from emews_py.trials import Trial, TrialStatus
 
@@ -94,9 +95,9 @@ class Protocol:
 
     # ---- messages in -------------------------------------------------------------------------
     def on_message(self, kind: str, payload: str, load: dict) -> list[Action]:
-        if kind == "error":
+        if kind == eq.ERROR:
             return [Fail(f"the optimizer {self.algo_file} stopped with an error:\n{payload}")]
-        if kind == "bye":
+        if kind == eq.BYE:
             if self.finished:
                 return []
             self.finished = True
@@ -108,9 +109,9 @@ class Protocol:
             return [Fail(f"the optimizer sent {payload[:200]!r} before reading the answer to its "
                          f"previous message; call IN_get() after each OUT_put().")]
         s = payload.strip()
-        if s == "Params":
+        if s == eq.PARAMS:
             return [Reply(self._settings_text())]
-        if s in ("DONE", "FINAL"):
+        if s in eq.END_MARKERS:
             self.expect_final = True
             return []
         try:
