@@ -53,16 +53,18 @@ def r_settings_text(settings: dict) -> str:
 
 # --- Rscript ----------------------------------------------------------------------------------
 
-def rscript(script: str, *args: str, timeout: float = 120) -> str:
-    """Run ``Rscript --vanilla eq/R/SCRIPT ARGS...`` (arguments as argv, never through a shell);
-    returns stdout, raises RError with R's message on a non-zero exit."""
+def rscript(script: str | Path, *args: str, timeout: float = 120) -> str:
+    """Run ``Rscript --vanilla SCRIPT ARGS...`` (arguments as argv, never through a shell);
+    ``script`` is a file name in eq/R or a path. Returns stdout, raises RError with R's message
+    on a non-zero exit."""
+    path = Path(script) if Path(script).is_absolute() else R_DIR / script
     try:
-        p = subprocess.run(["Rscript", "--vanilla", str(R_DIR / script), *args],
+        p = subprocess.run(["Rscript", "--vanilla", str(path), *args],
                            capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise RError("Rscript is not on PATH; R is needed here (run `make setup`).") from None
     except subprocess.TimeoutExpired:
-        raise RError(f"Rscript eq/R/{script} did not finish within {timeout:g} s.") from None
+        raise RError(f"Rscript {path} did not finish within {timeout:g} s.") from None
     if p.returncode != 0:
         raise RError((p.stderr.strip() or p.stdout.strip()).replace("Execution halted", "").strip())
     return p.stdout

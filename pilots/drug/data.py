@@ -22,8 +22,6 @@ Each is split once, stratified, 80 % / 20 % (seed 2016), into ``{set}_train.csv`
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -39,33 +37,20 @@ TEST_FRACTION = 0.2
 DATA_SETS = {
     "bladderbatch": {
         "debian": "r-bioc-bladderbatch",
-        "r": ('suppressMessages(library(Biobase)); suppressMessages(library(bladderbatch)); '
-              'data(bladderdata); e <- bladderEset; '
-              'y <- as.integer(pData(e)$cancer == "Cancer")'),
         "classes": ["not cancer (Normal, Biopsy)", "cancer"],
         "source": "Bioconductor bladderbatch (Debian r-bioc-bladderbatch), bladderEset: "
                   "Dyrskjot et al. 2004, HG-U133A, RMA log2",
     },
     "all": {
         "debian": "r-bioc-all",
-        "r": ('suppressMessages(library(Biobase)); suppressMessages(library(ALL)); '
-              'data(ALL); e <- ALL; y <- as.integer(substr(as.character(ALL$BT), 1, 1) == "T")'),
         "classes": ["B-cell ALL", "T-cell ALL"],
         "source": "Bioconductor ALL (Debian r-bioc-all), ALL: Chiaretti et al. 2004, HG-U95Av2, "
                   "RMA log2",
     },
 }
 
+EXPORT_R = Path(__file__).with_name("export_expression.R")
 BUILD_COUNT = 0  # how many times this process built a default data set (tests check reuse)
-
-_R_EXPORT = """
-{load}
-x <- t(exprs(e))
-stopifnot(nrow(x) == length(y), !anyNA(y))
-write.table(cbind(y, x), file = "{out}", sep = ",", row.names = FALSE, col.names = FALSE)
-writeLines(colnames(x), "{probes}")
-writeLines(rownames(x), "{samples}")
-"""
 
 
 def file_names(data_set: str) -> tuple[str, str]:
@@ -74,21 +59,17 @@ def file_names(data_set: str) -> tuple[str, str]:
 
 def build_default(data_set: str, dest: Path) -> None:
     """Export ``data_set`` from its Bioconductor package with Rscript and split it into ``dest``."""
+    from emews_py.rbridge import RError, rscript
     spec = DATA_SETS[data_set]
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        raise PilotError(f"pilot drug: preparing the default data set '{data_set}' needs Rscript and "
-                         f"the Debian package {spec['debian']} (with r-bioc-biobase); run `make setup`, "
-                         f"or set data_dir to CANDLE NT3 files.")
     dest.mkdir(parents=True, exist_ok=True)
     full, probes, samples = dest / "full.csv", dest / "probes.txt", dest / "samples.txt"
-    script = _R_EXPORT.format(load=spec["r"], out=full, probes=probes, samples=samples)
-    res = subprocess.run([rscript, "--vanilla", "-e", script], capture_output=True, text=True,
-                         timeout=600)
-    if res.returncode != 0:
-        tail = (res.stderr or res.stdout).strip()[-800:]
-        raise PilotError(f"pilot drug: exporting data set '{data_set}' with Rscript failed (is the "
-                         f"Debian package {spec['debian']} installed? `make setup` installs it):\n{tail}")
+    try:
+        rscript(EXPORT_R, data_set, str(full), str(probes), str(samples), timeout=600)
+    except RError as e:
+        raise PilotError(f"pilot drug: exporting data set '{data_set}' with {EXPORT_R} failed (is "
+                         f"the Debian package {spec['debian']} installed, with r-bioc-biobase? "
+                         f"`make setup` installs them; or set data_dir to CANDLE NT3 files):\n"
+                         f"{str(e)[-800:]}") from None
     a = load_nt3_file(full)
     y, x = a[:, 0].astype(int), a[:, 1:]
     from sklearn.model_selection import train_test_split
