@@ -18,7 +18,7 @@ evaluated <- 0L
 while (evaluated < budget) {
   n <- min(q, budget - evaluated)
   xs <- sampleValues(par.set, n, discrete.names = FALSE, trafo = TRUE)
-  OUT_put(paste(vapply(xs, eq_point_json, character(1)), collapse = ";"))
+  OUT_put(eq_points_json(xs, sep = ";"))   # the plain EMEWS batch: ";"-joined JSON objects
   ys <- suppressWarnings(as.numeric(strsplit(IN_get(), ";", fixed = TRUE)[[1]]))
   i <- which.min(ys)
   if (length(i) && ys[i] < best.y) {

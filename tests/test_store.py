@@ -130,7 +130,8 @@ def test_the_migrations_are_installed_with_the_package():
     import configparser
 
     import setuptools
-    pkgs = setuptools.find_packages(str(ROOT), include=["emews_py", "emews_py.*"])
+    # What `packages = find:` finds under emews_py/ (walking only that folder, not .venv).
+    pkgs = {f"emews_py.{p}" for p in setuptools.find_packages(str(ROOT / "emews_py"))}
     assert {"emews_py.store", "emews_py.store.migrations",
             "emews_py.store.migrations.versions"} <= set(pkgs)
     cfg = configparser.ConfigParser()
