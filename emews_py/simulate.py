@@ -27,6 +27,7 @@ from pathlib import Path
 from emews_py import eq, rbridge
 from emews_py.cli import UsageError, find_algorithm, parse_settings
 from emews_py.space import SpaceError, load_space
+from emews_py.trials import TrialStatus
 
 FUNCTIONS = ("branin", "hartmann6", "mixed")
 
@@ -65,7 +66,8 @@ def run_once(algo: Path, settings: dict, space: dict, workers: int, seed: int) -
 
 def summarize(rep: dict, minimum: float) -> dict:
     tr = rep["trials"]
-    ys = [y for y, st in zip(tr["objective"], tr["status"]) if st == "completed" and y is not None]
+    ys = [y for y, st in zip(tr["objective"], tr["status"])
+          if st == TrialStatus.COMPLETED and y is not None]
     best = min(ys) if ys else math.nan
     prop = rep["proposal_s"]
     return {"evaluations": len(tr["id"]), "failed": len(tr["id"]) - len(ys), "best": best,
