@@ -430,3 +430,16 @@ def test_a_new_column_is_one_generated_revision(tmp_path):
     cli("upgrade", db)
     with pytest.raises(store.SchemaTooNew):
         store.init_db(db)
+
+
+def test_sqlite_hot_path_formats_timestamps_as_sqlalchemy_does():
+    """The writer's fast timestamp text equals SQLAlchemy's (ts(t).isoformat), rounding included."""
+    import random
+
+    from emews_py.store.writer import _sqlite_ts
+    rng = random.Random(7)
+    values = [rng.uniform(0, 4e9) for _ in range(20000)] + [
+        1_800_000_002.5, 1.9999995, 1.0000005, 0.0, 1e9 + 0.9999996, -1.5, -0.0000004]
+    assert [_sqlite_ts(v) for v in values] == \
+        [store.ts(v).isoformat(" ", "microseconds") for v in values]
+    assert _sqlite_ts(None) is None
