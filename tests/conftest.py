@@ -22,3 +22,18 @@ def postgres_url():
         yield server.url
     finally:
         server.stop()
+
+
+# ---- pilots' data caches --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cache_dir(request, tmp_path_factory):
+    """A fresh data cache for the pilot named by the test module's ``PILOT``: EMEWS_DATA_CACHE
+    points at it and the pilot's own data-dir variable is unset, so its default data set is
+    prepared there (once per module). Yields the pilot's folder in that cache."""
+    pilot = request.module.PILOT
+    d = tmp_path_factory.mktemp(f"{pilot}_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMEWS_DATA_CACHE", str(d))
+    mp.delenv(f"EMEWS_{pilot.upper()}_DATA_DIR", raising=False)
+    yield d / pilot
+    mp.undo()

@@ -16,18 +16,9 @@ import sklearn  # noqa: E402,F401 - installed by make setup; missing is a failur
 
 from emews_py.pilot import PilotError, TrialContext, UnknownParameterError  # noqa: E402
 
+PILOT = "drug"  # the cache_dir fixture (conftest.py) prepares its data
 SMALL = {"epochs": 1, "max_samples": 30, "feature_subsample": 500, "conv": "8,10,1,8,5,1",
          "dense": "16,8", "batch_size": 10}
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("drug_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EMEWS_DATA_CACHE", str(d))
-    mp.delenv("EMEWS_DRUG_DATA_DIR", raising=False)
-    yield d / "drug"
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

