@@ -75,6 +75,22 @@ def default_space(pilot: str) -> Path:
     return REPO_ROOT / "workflows" / DEFAULT_SPACES.get(pilot, f"{pilot}_space.R")
 
 
+def positive(name: str, given, integer: bool, what: str, example: str) -> float | int:
+    """``given`` (text from the command line, or a SETTINGS value) as a number > 0, or a
+    UsageError naming the variable, what was given and the fix."""
+    text = str(given).strip()
+    try:
+        value = float(text) if not isinstance(given, bool) else math.nan
+    except ValueError:
+        value = math.nan
+    kind = "a whole number" if integer else "a number"
+    if not math.isfinite(value) or value <= 0 or (integer and value != int(value)):
+        raise UsageError(f"{name}={text!r} is not valid: {name} is {what} and must be {kind} "
+                         f"greater than 0. Give e.g. {name}={example}, or leave it out for the "
+                         f"default.")
+    return int(value) if integer else value
+
+
 def parse_settings(text: str) -> dict:
     """User SETTINGS: R argument text (``design.size = 20, mode = 'batch'``) as in CANDLE, or a
     JSON object. R text is evaluated by R (as EMEWS does), never by Python."""
@@ -108,18 +124,24 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
                          f"that pilot '{a.pilot}' does not know ({model_file} defines: "
                          f"{', '.join(sorted(defaults))}). Rename them in the space file or choose "
                          f"another SPACE.")
-    procs = int(a.procs or 4)
+    procs = positive("PROCS", a.procs, True, "the number of MPI ranks (one driver plus workers)",
+                     "4") if a.procs else 4
     if procs < 2:
         raise UsageError(f"PROCS={procs}: the farm needs a driver and at least one worker; set PROCS=2 or more.")
     mode = a.mode or "resident"
     if mode not in ("resident", "app"):
         raise UsageError(f"MODE={mode!r}: use MODE=resident (trials in resident interpreters) or MODE=app "
                          f"(one subprocess per trial).")
-    timeout = float(a.timeout) if a.timeout else None
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"TIMEOUT={a.timeout}: give the per-trial time limit in seconds (> 0).")
+    timeout = positive("TIMEOUT", a.timeout, False, "the per-trial time limit in seconds",
+                       "120") if a.timeout else None
     user = parse_settings(a.settings)
-    budget = int(a.budget) if a.budget else int(user.get("max.budget", DEFAULT_BUDGET.get(a.pilot, 32)))
+    if a.budget:
+        budget = positive("BUDGET", a.budget, True, "the number of trials", "40")
+    elif "max.budget" in user:
+        budget = positive("max.budget", user["max.budget"], True,
+                          "the number of trials (given in SETTINGS)", "40")
+    else:
+        budget = DEFAULT_BUDGET.get(a.pilot, 32)
     settings = {"max.budget": budget, "workers": procs - 1, "seed": random.randrange(1, 2**31 - 1),
                 "param.set.file": str(space_file)}
     settings.update(user)
@@ -161,7 +183,7 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     except (UsageError, SpaceError, PilotError) as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
-    procs = int(a.procs or 4)
+    procs = int(float(a.procs)) if a.procs else 4   # checked by prepare
     cmd = launcher(procs) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
     print(f"[emews] run directory: {cfg.run_dir}", flush=True)
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
