@@ -153,10 +153,21 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
     exp = a.exp or f"{a.pilot}-{algo.stem}"
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", exp):
         raise UsageError(f"EXP={exp!r}: use letters, digits, '.', '_' and '-' only (it names a directory).")
+    from emews_py.store import experiments
+    from emews_py.store.engine import StoreUnavailable, check_store
+    if len(exp) > experiments.c.name.type.length:
+        raise UsageError(f"EXP={exp[:40]}... is {len(exp)} characters long; the store keeps experiment "
+                         f"names of at most {experiments.c.name.type.length}. Give a shorter EXP.")
     runs_root = Path(a.runs or os.environ.get("EMEWS_RUNS", "runs")).resolve()
+    db = a.db or f"sqlite:///{runs_root / 'emews.db'}"
+    if not a.db:
+        runs_root.mkdir(parents=True, exist_ok=True)  # the default store lives there
+    try:  # before anything starts: a store that cannot be opened would leave the workers waiting
+        check_store(db)
+    except StoreUnavailable as e:
+        raise UsageError(str(e)) from None
     run_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{exp}-{uuid.uuid4().hex[:4]}"
     run_dir.mkdir(parents=True)
-    db = a.db or f"sqlite:///{runs_root / 'emews.db'}"
     # ipc:// paths are limited to ~100 bytes, so the socket lives in the temp dir, not the run dir.
     endpoint = f"ipc://{tempfile.gettempdir()}/emews-{uuid.uuid4().hex[:12]}.sock"
     cfg = RunConfig(exp=exp, pilot=a.pilot, algo=algo.stem, algo_file=str(algo), db=db,
@@ -222,22 +233,60 @@ def mark_abandoned(cfg: RunConfig, rc: int) -> None:
         sys.stderr.write(f"[emews] could not mark the experiment failed in {cfg.db}: {e}\n")
 
 
+def sql_engine(url: str, write: bool):
+    """The engine for ``emews sql``: read-only unless ``write`` (SQLite: a ``mode=ro`` URI;
+    PostgreSQL: every transaction read-only, default_transaction_read_only=on)."""
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, make_url
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if not write and u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+            path = Path(u.database)
+            if not path.is_file():
+                raise UsageError(f"the store {path.resolve()} does not exist (nothing has run there "
+                                 f"yet). Give the store with --db URL, e.g. --db "
+                                 f"sqlite:////home/me/runs/emews.db.")
+            u = u.set(database=f"file:{quote(str(path.resolve()))}",
+                      query={**u.query, "mode": "ro", "uri": "true"})
+        return create_engine(u, connect_args={"timeout": 30})
+    args = {"connect_timeout": 10} if u.get_backend_name() == "postgresql" else {}
+    if not write and u.get_backend_name() == "postgresql":
+        args["options"] = "-c default_transaction_read_only=on"
+    return create_engine(u, connect_args=args)
+
+
 def cmd_sql(a: argparse.Namespace) -> int:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
     url = a.db or f"sqlite:///{Path(os.environ.get('EMEWS_RUNS', 'runs')).resolve() / 'emews.db'}"
 
     def cell(v):
         return json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v))
     try:
-        with create_engine(url).connect() as c:
+        eng = sql_engine(url, a.write)
+        with eng.connect() as c:
             res = c.execute(text(a.query))
             if res.returns_rows:
                 print("\t".join(res.keys()))
                 for row in res:
                     print("\t".join(cell(v) for v in row))
+            if a.write:
+                c.commit()
+        eng.dispose()
+    except UsageError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
     except SQLAlchemyError as e:
-        sys.stderr.write(f"emews: error: {getattr(e, 'orig', None) or e}\n")
+        orig = getattr(e, "orig", None)
+        msg = " ".join(str(orig or e).split())
+        read_only = (getattr(orig, "sqlite_errorname", "") == "SQLITE_READONLY"
+                     or getattr(orig, "sqlstate", None) == "25006"     # psycopg 3
+                     or getattr(orig, "pgcode", None) == "25006")      # psycopg2
+        if read_only and not a.write:
+            msg += (" -- emews sql opens the store read-only; add --write to change it (the "
+                    "change is committed).")
+        sys.stderr.write(f"emews: error: {msg}\n")
         return 1
     return 0
 
@@ -261,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("sql", help="run an SQL query against the store")
     q.add_argument("query")
     q.add_argument("--db", default="")
+    q.add_argument("--write", action="store_true",
+                   help="allow changes (committed); without it the store is opened read-only")
     q.set_defaults(func=cmd_sql)
     from emews_py.simulate import add_parser as add_simulate  # imports this module: not at the top
     add_simulate(sub)

@@ -35,7 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if comm.Get_rank() == 0:
         from emews_py.farm.driver import Driver
-        return Driver(comm, cfg).run()
+        try:
+            driver = Driver(comm, cfg)  # opens the store and records the experiment
+        except Exception as e:  # noqa: BLE001 - whatever it is, the workers must not wait forever
+            from emews_py.store.engine import open_error
+            why = open_error(cfg.db, e) or f"{type(e).__name__}: {' '.join(str(e).split())}"
+            sys.stderr.write(f"[emews] ERROR: the driver could not start the experiment: {why}\n")
+            sys.stderr.flush()
+            comm.Abort(2)  # ends every rank (the workers are waiting for the driver)
+        return driver.run()
     from emews_py.farm.worker import Worker
     Worker(comm, cfg).serve()
     return 0

@@ -46,10 +46,22 @@ def _sqlite_engine(url: str, foreign_keys: bool, **kw) -> Engine:
     return eng
 
 
+PG_CONNECT_TIMEOUT = 10     # seconds: an unreachable PostgreSQL server is reported, not waited on
+
+
+def _connect_args(url: str) -> dict:
+    """A connect timeout for PostgreSQL (unless the URL sets its own connect_timeout)."""
+    u = make_url(url)
+    if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
+        return {"connect_timeout": PG_CONNECT_TIMEOUT}
+    return {}
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url, foreign_keys=True)
-    return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
+    return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps,
+                         connect_args=_connect_args(url))
 
 
 def alembic_config(connection: Connection | None = None):
@@ -119,7 +131,7 @@ def _locked(eng: Engine, url: str, work) -> None:
 def _migration_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url, foreign_keys=False, poolclass=NullPool)
-    return create_engine(url, poolclass=NullPool)
+    return create_engine(url, poolclass=NullPool, connect_args=_connect_args(url))
 
 
 def migrate(url: str, target: str = "head", downgrade: bool = False) -> None:
@@ -150,3 +162,64 @@ def init_db(url: str) -> Engine:
     if have != SCHEMA_VERSION:
         migrate(url)
     return eng
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened; the message is one paragraph naming DB, the URL and the fix."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password hidden (also when it is not a valid SQLAlchemy URL)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL: hide anything that looks like user:password@
+        import re
+        return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_store(url: str) -> None:
+    """Open the store at ``url`` once (``init_db``: the schema is created or upgraded) and close
+    it, or raise StoreUnavailable with one paragraph that names DB, the URL and the fix."""
+    try:
+        init_db(url).dispose()
+    except Exception as e:  # noqa: BLE001 - open_error picks the ones that mean "cannot open"
+        why = open_error(url, e)
+        if why is None:
+            raise
+        raise StoreUnavailable(why) from None
+
+
+def open_error(url: str, e: BaseException) -> str | None:
+    """The paragraph for ``e``, raised while opening the store at ``url``: it names DB, the URL
+    (password hidden) and the fix. None when ``e`` is not about opening the store."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    where = f"DB={shown_url(url)}"
+    if isinstance(e, SchemaTooNew):
+        why = str(e)
+    elif isinstance(e, (ArgumentError, NoSuchModuleError)):
+        why = (f"{where} is not a database URL this emews-py can open ({e}). DB must be a "
+               f"SQLAlchemy URL, e.g. sqlite:////abs/path/emews.db (four slashes for an absolute "
+               f"path), sqlite:///relative/emews.db or postgresql://user@host/dbname.")
+    elif isinstance(e, ImportError):
+        why = (f"{where}: the Python driver for this database is not installed ({e}). Run "
+               f"`make setup` (PostgreSQL URLs use psycopg 3: `pip install 'psycopg[binary]'`), "
+               f"or write the driver into the URL, e.g. postgresql+psycopg2://user@host/dbname.")
+    elif isinstance(e, (SQLAlchemyError, OSError)):
+        cause = " ".join(str(getattr(e, "orig", None) or e).split())
+        if url.startswith("sqlite"):
+            db = make_url(url).database or ""
+            folder = str(Path(db).parent.resolve()) if db else "."
+            why = (f"{where}: the SQLite store cannot be opened or written ({cause}). Check that "
+                   f"the directory {folder} exists and is writable by you and that the file is a "
+                   f"database, or give DB another path (e.g. DB=sqlite:////home/me/runs/emews.db).")
+        else:
+            u = make_url(url)
+            why = (f"{where}: the database server cannot be reached or refused the connection "
+                   f"({cause}). Check that the server at {u.host or 'localhost'}:"
+                   f"{u.port or 'default port'} is running and reachable from here (connections "
+                   f"time out after {PG_CONNECT_TIMEOUT} s), that database '{u.database}' exists "
+                   f"and that user '{u.username}' may connect and create tables there; or give DB "
+                   f"another URL.")
+    else:
+        return None
+    return f"the store cannot be opened, nothing was started: {why}"
