@@ -89,6 +89,11 @@ def check_point(space: dict, point: dict) -> str | None:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return (f"parameter '{k}' = {'null' if v is None else 'NaN'} is not a value of the "
                     f"search space {src}; a trafo that returns NA/NaN for some input gives this")
+        if isinstance(v, float) and not math.isfinite(v):
+            # also where a trafo applies: no pilot can train with an infinite hyperparameter
+            return (f"parameter '{k}' = {v!r} is not a finite number (search space {src})"
+                    + ("; a trafo that overflows (e.g. 10^x for a large x) gives this"
+                       if p.get("trafo") else ""))
         if p.get("trafo"):
             continue
         t = p["type"]

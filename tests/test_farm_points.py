@@ -36,3 +36,10 @@ def test_missing_parameter_is_rejected_naming_it_and_the_trafo_cause():
 def test_nan_or_null_from_a_trafo_is_rejected(value):
     why = check_point(SPACE, dict(OK, lr=value))
     assert why and "'lr'" in why and "/abs/space.R" in why and "trafo" in why
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_value_is_rejected_even_where_a_trafo_applies(value):
+    why = check_point(SPACE, dict(OK, lr=value))
+    assert why and "'lr'" in why and "not a finite number" in why and "/abs/space.R" in why
+    assert "trafo" in why

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import run_workflow
+from helpers import query, run_workflow
 
 
 @pytest.mark.parametrize("args, name, given", [
@@ -42,3 +42,36 @@ def test_good_numbers_in_any_spelling_run(tmp_path):
                      "--settings", "max.budget = 3", timeout=180)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "trials by status: completed 3" in p.stdout, p.stdout
+
+
+OVER_BUDGET_R = """\
+OUT_put("Params")
+s <- eval(parse(text = paste0("list(", IN_get(), ")")))
+pt <- '{"x1": 1.5, "x2": 2.5}'
+OUT_put(paste(rep(pt, 3), collapse = ";"))
+y <- IN_get()
+OUT_put(paste(rep(pt, s$max.budget), collapse = ";"))   # the whole budget again: 3 too many
+y <- IN_get()
+OUT_put("DONE")
+OUT_put("unreachable")
+"""
+
+
+def test_more_points_than_the_remaining_budget_fail_the_experiment(tmp_path):
+    """Through the real farm: an R optimizer that ignores what it has already spent."""
+    algos = tmp_path / "algos"
+    algos.mkdir()
+    (algos / "greedy.R").write_text(OVER_BUDGET_R)
+    p = run_workflow(tmp_path, "--algo", "greedy", "--procs", "2", "--budget", "5",
+                     env={"EMEWS_ALGORITHM_PATH": str(algos)}, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    expect = ["proposed 5 point(s) but only 2 trial(s) of the budget remain",
+              "max.budget = 5", "3 trial(s) were already submitted", "greedy.R",
+              'point 3 of the batch: {"x1": 1.5, "x2": 2.5}']
+    for e in expect:
+        assert e in out, out
+    exp = query(tmp_path, "SELECT id, status, error FROM experiments")[0]
+    assert exp["status"] == "failed" and all(e in exp["error"] for e in expect), exp
+    rows = query(tmp_path, "SELECT status, COUNT(*) AS n FROM trials GROUP BY status")
+    assert rows == [{"status": "completed", "n": 3}], rows   # the over-budget batch never ran

@@ -210,3 +210,50 @@ def test_points_outside_the_space_fail_before_any_trial(point, expect):
     acts = f.put(point)
     assert len(acts) == 1 and isinstance(acts[0], Fail) and expect in acts[0].why
     assert "outside the search space /abs/space.R" in acts[0].why and not f.trials
+
+
+def test_points_over_the_remaining_budget_fail_naming_budget_submitted_and_count():
+    f = Farm()                                      # max.budget = 10
+    pts = ";".join(json.dumps({"x1": i / 10, "act": "c"}) for i in range(6))
+    assert not any(isinstance(a, Fail) for a in f.put(pts))
+    for tid in list(f.trials):
+        f.finish(tid, 1.0)
+    reply(f.p.answer(LOAD))
+    acts = f.put(pts)                               # 6 more: 12 > 10
+    assert len(acts) == 1 and isinstance(acts[0], Fail), acts
+    why = acts[0].why
+    assert "/a/opt.py" in why and "max.budget = 10" in why and "6 trial(s) were already submitted" in why
+    assert "proposed 6 point(s)" in why and "only 4 trial(s) of the budget remain" in why
+    assert 'point 5 of the batch: {"x1": 0.4, "act": "c"}' in why
+    assert len(f.trials) == 6                       # nothing inserted
+
+
+def test_points_up_to_the_budget_exactly_pass_and_count_every_message_kind():
+    f = Farm()
+    sub = f.put(json.dumps({"eq": "submit", "points": [{"x1": 1, "act": "c"}] * 3}))
+    assert json.loads(reply(sub))["ids"] == [1, 2, 3]
+    f.put(json.dumps({"eq": "batch", "points": [{"x1": 2, "act": "c"}] * 4}))
+    for tid in range(4, 8):
+        f.finish(tid, 1.0)
+    reply(f.p.answer(LOAD))
+    assert not any(isinstance(a, Fail) for a in f.put(";".join(['{"x1": 3, "act": "c"}'] * 3)))
+    assert len(f.trials) == 10
+    for tid in range(8, 11):
+        f.finish(tid, 1.0)
+    reply(f.p.answer(LOAD))
+    acts = f.put(json.dumps({"eq": "submit", "points": [{"x1": 1, "act": "c"}]}))
+    assert isinstance(acts[0], Fail) and "only 0 trial(s) of the budget remain" in acts[0].why
+
+
+@pytest.mark.parametrize("point, name", [
+    ('{"x1": 1}', "'act'"),
+    ('{"x1": Infinity, "act": "c"}', "'x1' = inf"),
+    ('{"x1": -Infinity, "act": "c"}', "'x1' = -inf"),
+    ('{"x1": NaN, "act": "c"}', "'x1' = NaN"),
+])
+def test_bad_point_error_names_the_point_and_its_place(point, name):
+    f = Farm()
+    acts = f.put('{"x1": 0, "act": "c"};' + point)
+    why = acts[0].why
+    assert isinstance(acts[0], Fail) and name in why and "point 2 of the batch" in why, why
+    assert json.dumps(json.loads(point))[:20] in why and not f.trials

@@ -85,6 +85,7 @@ class Protocol:
         self.pending: set[int] = set()       # submitted, not yet returned by results
         self.done: deque[Trial] = deque()    # submitted, finished, not yet returned
         self.n_finished = 0
+        self.n_submitted = 0                 # points inserted as trials (against max.budget)
         self.expect_final = False
         self.finished = False
         self.final_message: str | None = None
@@ -149,6 +150,16 @@ class Protocol:
         return [self._bad(json.dumps(msg), f"unknown extension message eq = {op!r}")]
 
     def _insert(self, how: str, points: list[dict]) -> list[Action]:
+        budget = self.settings.get("max.budget")
+        if isinstance(budget, (int, float)) and self.n_submitted + len(points) > budget:
+            left = max(0, int(budget) - self.n_submitted)
+            return [Fail(f"the optimizer {self.algo_file} proposed {len(points)} point(s) but only "
+                         f"{left} trial(s) of the budget remain: max.budget = {int(budget)} and "
+                         f"{self.n_submitted} trial(s) were already submitted (first point over "
+                         f"the budget: point {left + 1} of the batch: "
+                         f"{json.dumps(points[left])[:300]}). Propose at most max.budget minus "
+                         f"the trials already submitted, e.g. n <- min(q, budget - evaluated); "
+                         f"fix the optimizer or raise BUDGET.")]
         if self.space:
             for i, p in enumerate(points):
                 why = check_point(self.space, p)
@@ -157,6 +168,7 @@ class Protocol:
                                  f"search space {self.space.get('source')}: {why} (point {i + 1} "
                                  f"of the batch: {json.dumps(p)[:300]}). Fix the optimizer or "
                                  f"widen the space.")]
+        self.n_submitted += len(points)
         self._inserting = how
         return [InsertTrials(points)]
 
