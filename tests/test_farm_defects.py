@@ -39,7 +39,7 @@ def test_watchdog_blames_the_trial_that_hangs_inside_a_chunk(tmp_path):
         """)
     t0 = time.time()
     p = run_workflow(tmp_path, "--algo", "chunkhang", "--procs", "3", "--space", str(space),
-                     "--timeout", "1", env=env, timeout=120)
+                     "--timeout", "1", "--budget", "340", env=env, timeout=120)  # 300 + 40 trials
     assert p.returncode == 0, output(p)
     assert time.time() - t0 < 60
     final = json.loads(query(tmp_path, "SELECT final_message FROM experiments")[0]["final_message"])
