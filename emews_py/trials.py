@@ -51,14 +51,21 @@ class ExperimentStatus(str, enum.Enum):
 
 
 def finite_or_none(v: Any) -> float | None:
-    """An objective as stored and reported: a finite float, or None (NaN, +-inf, missing)."""
+    """A finite float, or None (NaN, +-inf, missing)."""
+    f = objective_or_none(v)
+    return f if f is not None and math.isfinite(f) else None
+
+
+def objective_or_none(v: Any) -> float | None:
+    """An objective as stored and reported: a float, +-inf included (a diverged loss is stored as
+    such and reaches the optimizer as worse than every finite value), or None (NaN, missing)."""
     if v is None or isinstance(v, bool):
         return None
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
-    return f if math.isfinite(f) else None
+    return None if math.isnan(f) else f
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +114,9 @@ class Trial:
         self.status, self.worker, self.host, self.started_at = TrialStatus.RUNNING, worker, host, at
 
     def finish(self, r: Result) -> None:
-        """Record a worker's result; a non-finite objective (a diverged loss) is stored as None."""
+        """Record a worker's result; an infinite objective (a diverged loss) is kept, NaN is None."""
         self.status = r.status
-        self.objective = finite_or_none(r.objective)
+        self.objective = objective_or_none(r.objective)
         self.metrics, self.error = r.metrics, r.error
         self.worker, self.host = r.worker, r.host
         self.started_at, self.finished_at = r.started_at, r.finished_at

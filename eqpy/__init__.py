@@ -38,7 +38,12 @@ def _clean(p: dict) -> dict:
 
 def _request(msg: dict) -> dict:
     OUT_put(json.dumps(msg))
-    return json.loads(IN_get())
+    reply = json.loads(IN_get())
+    for r in reply.get("results", ()):
+        # a diverged objective comes as "Infinity"/"-Infinity" (JSON has no infinity): a float
+        if isinstance(r.get("objective"), str):
+            r["objective"] = float(r["objective"])
+    return reply
 
 
 def submit(points: list[dict]) -> list[int]:

@@ -294,7 +294,7 @@ def test_writer_records_trial_records_events_and_models(url):
             ("2027-01-15 08:00:00.000000", "2027-01-15 08:00:02.500000", '{"x1": 1.0}')
     r = rows[bad.id]
     assert (r["status"], r["objective"], r["worker"], r["error"]) == \
-        ("failed", None, 2, "Traceback ...\nValueError: x")
+        ("failed", math.inf, 2, "Traceback ...\nValueError: x")   # issue 8: inf stored as such
     assert rows[idle.id]["status"] == "queued" and rows[idle.id]["started_at"] is None
     ev = sql(url, "SELECT * FROM events")
     assert [(x["trial_id"], x["kind"], x["epoch"], as_json(x["metrics"])) for x in ev] == \

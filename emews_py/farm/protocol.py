@@ -210,8 +210,11 @@ class Protocol:
     @staticmethod
     def result(t: Trial) -> dict:
         done = t.status is TrialStatus.COMPLETED
+        obj = t.objective if done else None
+        if obj is not None and math.isinf(obj):   # JSON has no Infinity: the text R and Python parse
+            obj = "Infinity" if obj > 0 else "-Infinity"
         return {"id": t.id, "params": t.params, "status": TrialStatus(t.status).value,
-                "objective": t.objective if done else None, "metrics": t.metrics}
+                "objective": obj, "metrics": t.metrics}
 
     def answer(self, load: dict) -> list[Action]:
         """The reply to the pending request, if it can be given now."""

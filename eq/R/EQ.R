@@ -14,7 +14,8 @@
 #
 # `points` is a list of named lists or a data.frame (one row per point), values already
 # transformed (what the pilot receives). A result is a list(id, params, status, objective,
-# metrics); objective is NA_real_ when the trial failed or timed out (JSON null).
+# metrics); objective is NA_real_ when the trial failed or timed out (JSON null), Inf when it
+# diverged (JSON "Infinity").
 
 suppressPackageStartupMessages(library(jsonlite))
 
@@ -182,6 +183,8 @@ eq_points_json <- function(points, sep = NULL) {
 
 .eq_norm_result <- function(r) {
   obj <- r$objective
+  # a diverged objective comes as "Infinity"/"-Infinity" (JSON has no infinity): Inf/-Inf
+  if (is.character(obj) && length(obj) == 1L && obj %in% c("Infinity", "-Infinity")) obj <- as.numeric(obj)
   r$objective <- if (is.null(obj) || !is.numeric(obj) || length(obj) != 1L) NA_real_ else as.numeric(obj)
   if (is.null(r$status)) r$status <- if (is.na(r$objective)) "failed" else "completed"
   if (!is.null(r$id)) r$id <- as.integer(r$id)

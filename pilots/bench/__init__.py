@@ -2,7 +2,8 @@
 
 ``sleep`` simulates training time (and honours the trial's time limit); ``hang`` sleeps without
 looking at the time limit, as native code would; ``fail = True`` makes the trial raise and
-``crash = True`` kills the process running it. The last three exercise failure handling.
+``crash = True`` kills the process running it. The last three exercise failure handling;
+``diverge = True`` returns ``inf``, as a diverged loss would.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def run(params: dict, ctx) -> float:
         os.kill(os.getpid(), signal.SIGKILL)
     if to_bool(p["fail"], "fail"):
         raise RuntimeError("bench pilot asked to fail (fail = True)")
+    if to_bool(p["diverge"], "diverge"):
+        return math.inf
     if f == "noop":
         return 0.0
     if f == "branin":

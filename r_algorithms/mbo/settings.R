@@ -26,7 +26,8 @@
 #                    "none". Recomputed at every fit.
 #   y.eps            offset of "slog", as a fraction of the observed range (default 0.01).
 #   log.y            TRUE is y.trafo = "log" (kept for compatibility).
-#   impute.y         how failed/timed-out trials (status != "completed" or objective null/NaN)
+#   impute.y         how failed/timed-out trials (status != "completed" or objective null/NaN;
+#                    also an infinite objective, a diverged loss: never a missing one)
 #                    enter the surrogate: "worst" (default): the worst observed (surrogate-scale)
 #                    value plus impute.margin times the observed range; "median"; or a number
 #                    (raw objective scale). Imputed trials never count as the best point.
