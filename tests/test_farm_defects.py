@@ -146,18 +146,26 @@ def test_optimizer_that_cannot_be_started_ends_the_experiment_failed(tmp_path):
 
 
 def test_optimizer_gone_from_its_socket_fails_the_run_instead_of_blocking(tmp_path):
+    # The trial sleeps 2 s, so the optimizer's socket is surely closed before the answer is ready
+    # (an answer handed over before the close would just sit unread in the pipe).
+    space = json_space(tmp_path / "s.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "sleep", "type": "numeric", "lower": 0, "upper": 5}])
     env = algo(tmp_path, "gone.py", """\
         import time
         import eqpy
         from emews_py import eq
 
         def run():
-            eqpy.OUT_put('{"x1": 1.0, "x2": 2.0}')
-            eq.client().sock.close(linger=0)  # alive, but nobody will read the answer
+            eqpy.OUT_put('{"x1": 1.0, "sleep": 2.0}')
+            # alive, but nobody will read the answer; the linger lets the put above leave first
+            # (linger=0 may drop it, and the driver would then wait for a message never sent)
+            eq.client().sock.close(linger=5000)
             time.sleep(120)
         """)
     t0 = time.time()
-    p = run_workflow(tmp_path, "--algo", "gone", "--procs", "2", env=env, timeout=90)
+    p = run_workflow(tmp_path, "--algo", "gone", "--procs", "2", "--space", str(space), env=env,
+                     timeout=90)
     assert p.returncode != 0 and time.time() - t0 < 45, output(p)
     exp = query(tmp_path, "SELECT status, error FROM experiments")[0]
     assert exp["status"] == "failed" and "the optimizer is gone" in exp["error"]
