@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -29,6 +30,15 @@ def query(runs: Path, sql: str, db: str | None = None, **params) -> list[dict]:
         rows = [dict(r._mapping) for r in c.execute(text(sql), params)]
     eng.dispose()
     return rows
+
+
+def algorithm(tmp_path: Path, name: str, text: str) -> dict:
+    """Write optimizer ``name`` (e.g. "greedy.R") into tmp_path/algos; returns the environment
+    that makes ``--algo <stem>`` find it."""
+    d = tmp_path / "algos"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(textwrap.dedent(text))
+    return {"EMEWS_ALGORITHM_PATH": str(d)}
 
 
 def json_space(path: Path, params: list[dict]) -> Path:

@@ -5,20 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 from helpers import ROOT, json_space, output, query, run_workflow
+from helpers import algorithm as algo
 
 from emews_py.config import RunConfig
-
-
-def algo(tmp_path: Path, name: str, text: str) -> dict:
-    d = tmp_path / "algos"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / name).write_text(textwrap.dedent(text))
-    return {"EMEWS_ALGORITHM_PATH": str(d)}
 
 
 def test_watchdog_blames_the_trial_that_hangs_inside_a_chunk(tmp_path):

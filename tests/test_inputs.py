@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from helpers import json_space, query, run_workflow
+from helpers import algorithm, json_space, query, run_workflow
 
 
 @pytest.mark.parametrize("args, name, given", [
@@ -62,11 +62,9 @@ OUT_put("unreachable")
 
 def test_more_points_than_the_remaining_budget_fail_the_experiment(tmp_path):
     """Through the real farm: an R optimizer that ignores what it has already spent."""
-    algos = tmp_path / "algos"
-    algos.mkdir()
-    (algos / "greedy.R").write_text(OVER_BUDGET_R)
+    env = algorithm(tmp_path, "greedy.R", OVER_BUDGET_R)
     p = run_workflow(tmp_path, "--algo", "greedy", "--procs", "2", "--budget", "5",
-                     env={"EMEWS_ALGORITHM_PATH": str(algos)}, timeout=120)
+                     env=env, timeout=120)
     out = p.stdout + p.stderr
     assert p.returncode != 0, out
     expect = ["proposed 5 point(s) but only 2 trial(s) of the budget remain",
@@ -113,15 +111,13 @@ def test_a_diverged_objective_is_stored_as_inf_and_reaches_the_optimizer_as_wors
                                                                                   request):
     """The bench pilot's diverge = True returns inf: the trial row holds +inf (not NULL), the
     optimizer gets inf (Python) / Inf (R) by both the extension and the plain convention."""
-    algos = tmp_path / "algos"
-    algos.mkdir()
-    (algos / f"div.{lang}").write_text(DIVERGE_PY if lang == "py" else DIVERGE_R)
+    env = algorithm(tmp_path, f"div.{lang}", DIVERGE_PY if lang == "py" else DIVERGE_R)
     space = json_space(tmp_path / "s.json", [
         {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
         {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
         {"id": "diverge", "type": "logical"}])
     p = run_workflow(tmp_path, "--algo", "div", "--procs", "2", "--budget", "4", "--space",
-                     str(space), env={"EMEWS_ALGORITHM_PATH": str(algos)}, timeout=120)
+                     str(space), env=env, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     exp = query(tmp_path, "SELECT status, final_message FROM experiments")[0]
     final = json.loads(exp["final_message"])
@@ -136,16 +132,14 @@ def test_a_diverged_objective_is_stored_as_inf_and_reaches_the_optimizer_as_wors
 
 
 def test_a_diverged_objective_is_stored_as_inf_in_postgresql(tmp_path, postgres_url):
-    algos = tmp_path / "algos"
-    algos.mkdir()
-    (algos / "div.py").write_text(DIVERGE_PY)
+    env = algorithm(tmp_path, "div.py", DIVERGE_PY)
     space = json_space(tmp_path / "s.json", [
         {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
         {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
         {"id": "diverge", "type": "logical"}])
     exp = f"diverge-{tmp_path.name}"[:60].replace("[", "-").replace("]", "")
     p = run_workflow(tmp_path, "--algo", "div", "--procs", "2", "--budget", "4", "--space",
-                     str(space), "--exp", exp, env={"EMEWS_ALGORITHM_PATH": str(algos)},
+                     str(space), "--exp", exp, env=env,
                      db=postgres_url, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     e = query(tmp_path, "SELECT id, status, final_message FROM experiments WHERE name = :n",
