@@ -34,10 +34,6 @@ class RunConfig:
     keep_models: int = 3            # model store: keep the best K model files
 
     @property
-    def is_r(self) -> bool:
-        return self.algo_file.endswith(".R")
-
-    @property
     def run_path(self) -> Path:
         return Path(self.run_dir)
 

@@ -25,19 +25,9 @@ class TrialStatus(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
-    @property
-    def is_open(self) -> bool:
-        """Not finished yet: the trial may still run (or is running)."""
-        return self in _OPEN
 
-    @property
-    def is_finished(self) -> bool:
-        return self not in _OPEN
-
-
-_OPEN = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
 _STATUS_BY_VALUE = {s.value: s for s in TrialStatus}
-OPEN_STATUSES = tuple(s.value for s in _OPEN)
+OPEN_STATUSES = (TrialStatus.QUEUED.value, TrialStatus.RUNNING.value)  # may still run
 
 
 class ExperimentStatus(str, enum.Enum):
@@ -48,12 +38,6 @@ class ExperimentStatus(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def finite_or_none(v: Any) -> float | None:
-    """A finite float, or None (NaN, +-inf, missing)."""
-    f = objective_or_none(v)
-    return f if f is not None and math.isfinite(f) else None
 
 
 def objective_or_none(v: Any) -> float | None:

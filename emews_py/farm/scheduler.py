@@ -81,9 +81,6 @@ class Scheduler:
     def fast(self) -> bool:
         return self.estimate_s is not None and self.estimate_s < CHUNK_BELOW_S
 
-    def in_service(self) -> list[int]:
-        return [r for r in self.ranks if r not in self.out]
-
     def assign(self, now: float) -> list[tuple[int, list[int]]]:
         """Chunks to send now, as (rank, trial ids in running order). Keeps one chunk waiting at
         each worker only when there is more work than workers, so no worker idles between trials
