@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 
-from emews_py.pilot import TrialContext, TrialTimeout, load_pilot, normalize_result
+from emews_py.pilot import TrialContext, load_pilot, run_trial
 from emews_py.trials import TrialStatus
 
 
@@ -37,19 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
     deadline = time.time() + a.timeout if a.timeout else None
     ctx = TrialContext(a.trial_id, a.run_dir, deadline, sink)
-    out: dict = {"status": TrialStatus.COMPLETED.value}
     try:
-        pilot = load_pilot(a.pilot)
-        res = normalize_result(pilot.run(params, ctx))
-        out.update(objective=res["objective"], metrics=res["metrics"], model_path=res["model_path"])
-        if ctx.timed_out:
-            out.update(status=TrialStatus.TIMEOUT.value, error=f"training stopped at the time limit of {a.timeout} s")
-    except TrialTimeout:
-        out.update(status=TrialStatus.TIMEOUT.value, error=f"trial passed its time limit of {a.timeout} s")
-    except Exception as e:  # noqa: BLE001
-        tb = traceback.format_exc()
-        sys.stderr.write(tb)
-        out.update(status=TrialStatus.FAILED.value, error=f"{type(e).__name__}: {e}\n{tb}")
+        status, res, error = run_trial(load_pilot(a.pilot), params, ctx, a.timeout)
+    except Exception as e:  # noqa: BLE001 - the pilot could not be imported: the trial failed
+        status, res, error = TrialStatus.FAILED, {}, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    if status is TrialStatus.FAILED:
+        sys.stderr.write(error)
+    out = {"status": status.value, "error": error, "objective": res.get("objective"),
+           "metrics": res.get("metrics"), "model_path": res.get("model_path")}
     ev_out.close()
     with open(a.result, "w") as f:
         json.dump(out, f)

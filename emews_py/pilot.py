@@ -11,6 +11,7 @@ PilotError, TrialContext, ...`` keep working. Nothing here imports Keras.
 from __future__ import annotations
 
 import importlib
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,24 @@ def normalize_result(result: Any) -> dict:
     return out
 
 
-__all__ = ["REPO_ROOT", "PILOTS_DIR", "load_pilot", "normalize_result",
+def run_trial(pilot, params: dict, ctx: TrialContext, timeout: float | None):
+    """Run one trial in this process: (TrialStatus, normalized result, error text or None). The one
+    rule for resident workers and app-mode subprocesses alike; a failing pilot never raises."""
+    from emews_py.trials import TrialStatus
+    empty = {"objective": None, "metrics": None, "model_path": None}
+    try:
+        res = normalize_result(pilot.run(params, ctx))
+    except TrialTimeout:
+        return (TrialStatus.TIMEOUT, empty,
+                f"trial passed its time limit of {timeout} s (TIMEOUT) and was stopped")
+    except Exception as e:  # noqa: BLE001 - a failing trial must not end the farm
+        return TrialStatus.FAILED, empty, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    if ctx.timed_out:
+        return TrialStatus.TIMEOUT, res, f"training stopped at the time limit of {timeout} s (TIMEOUT)"
+    return TrialStatus.COMPLETED, res, None
+
+
+__all__ = ["REPO_ROOT", "PILOTS_DIR", "load_pilot", "normalize_result", "run_trial",
            # re-exported from emews_py.pilotkit
            "PilotError", "UnknownParameterError", "TrialTimeout", "TrialContext",
            "read_default_model", "merge_params", "pilot_params",

@@ -159,24 +159,12 @@ class Worker:
                       metrics or None, error, model)
 
     def run_resident(self, tid: int, params: dict, started: float) -> Result:
-        from emews_py.pilot import TrialContext, TrialTimeout, normalize_result
+        from emews_py.pilot import TrialContext, run_trial
         deadline = started + self.timeout if self.timeout else None
         ctx = TrialContext(tid, self.run_dir, deadline, self.out.event, worker=self.rank)
-        try:
-            res = normalize_result(self.pilot.run(params, ctx))
-        except TrialTimeout:
-            return self._result(tid, TrialStatus.TIMEOUT, started,
-                                error=f"trial passed its time limit of {self.timeout} s (TIMEOUT) "
-                                      f"and was stopped")
-        except Exception as e:  # noqa: BLE001 - a failing trial must not end the farm
-            return self._result(tid, TrialStatus.FAILED, started,
-                                error=f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
-        if ctx.timed_out:
-            return self._result(tid, TrialStatus.TIMEOUT, started, res["objective"], res["metrics"],
-                                error=f"training stopped at the time limit of {self.timeout} s "
-                                      f"(TIMEOUT)", model=res["model_path"])
-        return self._result(tid, TrialStatus.COMPLETED, started, res["objective"], res["metrics"],
-                            model=res["model_path"])
+        status, res, error = run_trial(self.pilot, params, ctx, self.timeout)
+        return self._result(tid, status, started, res["objective"], res["metrics"], error,
+                            res["model_path"])
 
     def run_app(self, tid: int, params: dict, started: float) -> Result:
         """One trial in a subprocess: params go in as a JSON file, never through a shell."""
