@@ -21,7 +21,9 @@ def _fill(tmp_path, db):
         {"id": "fail", "type": "logical"},
         {"id": "sleep", "type": "numeric", "lower": 0, "upper": 0.1}])
     for args in (["--pilot", "treat", "--budget", "3", "--space", str(treat)],
-                 ["--pilot", "bench", "--budget", "10", "--space", str(flaky), "--exp", "flaky"]):
+                 # a fixed seed: trials that fail are drawn at random, and some must
+                 ["--pilot", "bench", "--budget", "10", "--space", str(flaky), "--exp", "flaky",
+                  "--settings", '{"seed": 2}']):
         p = run_workflow(tmp_path, "--algo", "py_random", "--procs", "3", *args, db=db, timeout=300)
         assert p.returncode == 0, output(p)
 
