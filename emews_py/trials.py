@@ -21,6 +21,7 @@ class TrialStatus(str, enum.Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"   # its job stopped (signal, time limit, kill); a resume runs it again
 
     def __str__(self) -> str:
         return self.value
@@ -35,6 +36,7 @@ class ExperimentStatus(str, enum.Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"   # its job was stopped (SIGTERM/SIGINT, time limit); resumable
 
     def __str__(self) -> str:
         return self.value

@@ -12,6 +12,7 @@ The schema is public (users write SQL against it) and documented in docs/store.m
 from emews_py.store.engine import (SchemaTooNew, init_db, make_engine, migrate,  # noqa: F401
                                    schema_version)
 from emews_py.store.queries import end_experiment, summary  # noqa: F401
-from emews_py.store.schema import (SCHEMA_VERSION, TRIAL_STATUSES, Base, events,  # noqa: F401
-                                   experiments, json_dumps, models, trials, ts, utcnow)
+from emews_py.store.schema import (SCHEMA_VERSION, TRIAL_STATUSES, Base, eq_messages,  # noqa: F401
+                                   events, experiments, json_dumps, models, segments, trials, ts,
+                                   utcnow)
 from emews_py.store.writer import Writer  # noqa: F401

@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase
 from emews_py.trials import ExperimentStatus, TrialStatus
 
 # The alembic revision of the schema below; init_db upgrades every database to it.
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 
 TRIAL_STATUSES = tuple(s.value for s in TrialStatus)
 
@@ -45,6 +45,7 @@ class Experiment(Base):
     final_message = Column(Text)      # the optimizer's message after DONE/FINAL
     error = Column(Text)              # why the experiment failed, with the optimizer's traceback
     config = Column(JSON(none_as_null=True))             # the run's RunConfig (0002: to resume campaigns)
+    heartbeat_at = Column(DateTime)   # 0003: the driver's last sign of life (every few seconds)
 
 
 class Trial(Base):
@@ -61,6 +62,7 @@ class Trial(Base):
     started_at = Column(DateTime)
     finished_at = Column(DateTime)
     error = Column(Text)              # traceback or time-limit message
+    attempts = Column(Integer)        # 0003: how many times it was started (a resumed trial: 2+)
     __table_args__ = (Index("ix_trials_experiment", "experiment_id", "status"),)
 
 
@@ -85,8 +87,43 @@ class Model(Base):
     saved_at = Column(DateTime)
 
 
+class Segment(Base):
+    """0003: one row per job (segment) an experiment ran in: the first run and every resume."""
+    __tablename__ = "segments"
+    id = Column(Integer, primary_key=True)
+    experiment_id = Column(Integer, ForeignKey("experiments.id"), nullable=False)
+    number = Column(Integer, nullable=False)   # 1 for the first job, 2 for the first resume, ...
+    run_dir = Column(Text)
+    host = Column(String(255))        # where rank 0 ran
+    pid = Column(Integer)             # rank 0's process id
+    procs = Column(Integer)           # MPI ranks (PROCS)
+    workers = Column(Integer)
+    started_at = Column(DateTime)
+    heartbeat_at = Column(DateTime)
+    ended_at = Column(DateTime)
+    status = Column(String(20), nullable=False)  # running, completed, failed, interrupted, killed
+    error = Column(Text)
+    __table_args__ = (Index("ix_segments_experiment", "experiment_id", "number"),)
+
+
+class EqMessage(Base):
+    """0003: the EQ transcript of an experiment, so that a resume can answer a restarted optimizer
+    from it. ``in``: what the optimizer sent (payload verbatim). ``out``: the answer, as the trial
+    ids it delivered and the farm's load ({"ids": [...], "load": {...}}); the text is rebuilt from
+    the trials."""
+    __tablename__ = "eq_messages"
+    id = Column(Integer, primary_key=True)
+    experiment_id = Column(Integer, ForeignKey("experiments.id"), nullable=False)
+    seq = Column(Integer, nullable=False)
+    direction = Column(String(3), nullable=False)   # in | out
+    payload = Column(Text, nullable=False)
+    at = Column(DateTime)
+    __table_args__ = (Index("ix_eq_messages_experiment", "experiment_id", "seq"),)
+
+
 experiments, trials, events, models = (Experiment.__table__, Trial.__table__, Event.__table__,
                                        Model.__table__)
+segments, eq_messages = Segment.__table__, EqMessage.__table__
 
 
 # ---- value formats -----------------------------------------------------------------------------
