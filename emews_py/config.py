@@ -32,6 +32,10 @@ class RunConfig:
     timeout: float | None = None    # per-trial time limit in seconds (TIMEOUT)
     impute: float = math.nan        # what a plain EMEWS optimizer gets for a failed trial
     keep_models: int = 3            # model store: keep the best K model files
+    resume: int | None = None       # RESUME: continue this experiment id (its transcript replayed)
+    opt_timeout: float = 1800.0     # OPT_TIMEOUT: fail if the optimizer sends nothing this long
+                                    # while every worker is idle
+    store_wait: float = 600.0       # how long a store that went away mid-run is waited for
 
     @property
     def run_path(self) -> Path:
