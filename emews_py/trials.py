@@ -111,11 +111,18 @@ class Trial:
         self.status, self.error, self.finished_at = TrialStatus.CANCELLED, why, at
 
     def requeue(self) -> None:
-        """Back to the queue (its worker was written off before it started this trial)."""
+        """Back to the queue: its worker was written off before it started this trial, or a
+        resume runs it again (it had not completed when its job stopped)."""
         self.status, self.worker, self.host, self.started_at = TrialStatus.QUEUED, None, None, None
+        self.finished_at = self.objective = self.metrics = self.error = None
+
+    def interrupt(self, why: str, at: float) -> None:
+        """Its job stops before it finished: a resume runs it again."""
+        self.status, self.error, self.finished_at = TrialStatus.INTERRUPTED, why, at
 
     def value(self, impute: float = math.nan) -> float:
-        """What a plain EMEWS optimizer receives: the objective, or ``impute`` if there is none."""
+        """What a plain EMEWS optimizer receives: the objective (+inf for any infinite one: worse
+        than every finite value), or ``impute`` if there is none (failed, timeout, NaN)."""
         if self.status is TrialStatus.COMPLETED and self.objective is not None:
-            return self.objective
+            return math.inf if math.isinf(self.objective) else self.objective
         return impute

@@ -261,14 +261,16 @@ def test_bad_point_error_names_the_point_and_its_place(point, name):
 
 def test_a_diverged_objective_reaches_the_optimizer_as_inf_not_as_missing():
     """Plain convention: 'inf' (R's as.numeric and Python's float parse it); extension: the JSON
-    string "Infinity"; NaN stays missing (the impute value / null)."""
+    string "Infinity"; -inf too is worse than every finite value (+inf), while the store keeps
+    -inf; NaN stays missing (the impute value / null)."""
     f = Farm(impute=1e6)
     f.put('{"x1": 1, "act": "c"};{"x1": 2, "act": "c"};{"x1": 3, "act": "c"}')
     f.finish(1, math.inf)
     f.finish(2, math.nan)
     f.finish(3, -math.inf)
-    assert reply(f.p.answer(LOAD)) == "inf;1000000.0;-inf"
+    assert reply(f.p.answer(LOAD)) == "inf;1000000.0;inf"
     assert f.trials[1].objective == math.inf and f.trials[2].objective is None
+    assert f.trials[3].objective == -math.inf
     f.put(json.dumps({"eq": "batch", "points": [{"x1": 4, "act": "c"}, {"x1": 5, "act": "c"}]}))
     f.finish(4, math.inf)
     f.finish(5, math.nan)

@@ -28,8 +28,12 @@ class InsertTrials:
 @dataclass(frozen=True)
 class Reply:
     """Answer the optimizer's pending IN_get (store flushed first: results are stored before the
-    optimizer sees them)."""
+    optimizer sees them). ``ids`` (the trials it delivers, in order) and ``load`` (the farm's load
+    it reports) are what the EQ transcript records: with the same trials, the protocol rebuilds
+    exactly this text when a resume replays the transcript."""
     text: str
+    ids: tuple = ()
+    load: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class Protocol:
             self.request = (RESULTS, max(0, int(n)))
             return self.answer(load)
         if op == "status":
-            return [Reply(json.dumps(dict(self._load(load), eq="status")))]
+            return [Reply(json.dumps(dict(self._load(load), eq="status")), load=load)]
         return [self._bad(json.dumps(msg), f"unknown extension message eq = {op!r}")]
 
     def _insert(self, how: str, points: list[dict]) -> list[Action]:
@@ -211,8 +215,10 @@ class Protocol:
     def result(t: Trial) -> dict:
         done = t.status is TrialStatus.COMPLETED
         obj = t.objective if done else None
-        if obj is not None and math.isinf(obj):   # JSON has no Infinity: the text R and Python parse
-            obj = "Infinity" if obj > 0 else "-Infinity"
+        if obj is not None and math.isinf(obj):
+            # +-inf (a diverged loss) is worse than every finite value: +Infinity, as the text R
+            # and Python parse (JSON has no infinity).
+            obj = "Infinity"
         return {"id": t.id, "params": t.params, "status": TrialStatus(t.status).value,
                 "objective": obj, "metrics": t.metrics}
 
@@ -228,13 +234,15 @@ class Protocol:
                 text = ";".join(repr(t.value(self.impute)) for t in arg)
             else:
                 text = json.dumps({"eq": "results", "results": [self.result(t) for t in arg]})
+            ids = tuple(t.id for t in arg)
         else:
             # min = 0 polls; with nothing pending the answer is immediate (and empty), never a hang
             need = min(arg, len(self.done) + len(self.pending))
             if len(self.done) < need:
                 return []
             out = [self.result(t) for t in self.done]
+            ids = tuple(t.id for t in self.done)
             self.done.clear()
             text = json.dumps(dict(self._load(load), eq="results", results=out))
         self.request = None
-        return [Reply(text)]
+        return [Reply(text, ids, load)]
