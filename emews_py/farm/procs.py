@@ -39,14 +39,22 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> Non
         os.kill(os.getpid(), sig)  # the race: the parent died between fork and prctl
 
 
-def die_with_parent_of(pid: int | None = None, sig: int = signal.SIGKILL, new_session: bool = False):
+def die_with_parent_of(pid: int | None = None, sig: int = signal.SIGKILL, new_session: bool = False,
+                       ignore_stop: bool = False):
     """A ``preexec_fn`` for ``subprocess.Popen``: the child dies with this process (``pid``,
-    default the caller), optionally in a session of its own (so a Ctrl-C to the terminal's
-    process group does not reach it, while it still dies with its parent)."""
+    default the caller). ``new_session``: in a session of its own, so a Ctrl-C to the terminal's
+    process group does not reach it (it still dies with its parent). ``ignore_stop``: SIGINT and
+    SIGTERM ignored from the start (the disposition survives exec; Python keeps an ignored
+    SIGINT ignored), for children whose stop the parent orchestrates."""
     parent = os.getpid() if pid is None else pid
+    if sys.platform.startswith("linux"):
+        _prctl()  # load libc now: nothing but async-signal-safe work after fork
 
     def preexec() -> None:
         if new_session:
             os.setsid()
+        if ignore_stop:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         die_with_parent(sig, parent)
     return preexec
