@@ -1,5 +1,5 @@
 """EQ/Py: the EMEWS Python API. An algorithm does ``import eqpy`` and calls ``eqpy.OUT_put`` /
-``eqpy.IN_get``; the helpers below (``settings``, ``submit``, ``results``, ``batch``, ``done``)
+``eqpy.IN_get``; the helpers below (``settings``, ``submit``, ``results``, ``batch``, ``history``, ``done``)
 are built on those two calls only (docs/eq-protocol.md).
 
 A top-level package of the emews-py distribution, so ``import eqpy`` works wherever it is
@@ -64,6 +64,14 @@ def batch(points: list[dict]) -> list[dict]:
 
 def status() -> dict:
     return _request({"eq": "status"})
+
+
+def history(experiment: int) -> dict:
+    """An earlier experiment of the same store (to warm-start from it): the reply dict with
+    ``experiment``, ``name``, ``space`` (its space as JSON) and ``results`` (its completed, failed
+    and timed-out trials in id order, each like a result of ``batch``). An unknown id ends the run
+    with an error naming it."""
+    return _request({"eq": "history", "experiment": int(experiment)})
 
 
 def done(final) -> None:

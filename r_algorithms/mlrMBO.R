@@ -16,17 +16,21 @@
 # y.trafo, y.eps, log.y, impute.y, impute.margin, lambda, surrogate, splitrule, replace,
 # se.method, num.trees, min.node.size, mtry, threads, fs.points, fs.maxit, fs.restarts,
 # fs.budget, local.points, local.top, batch.dist, interleave.random.points, dup.tol, pending,
-# min.fit, verbose.
+# min.fit, verbose, warm.start.
 #
 # The parts, one idea per file, in r_algorithms/mbo/ (a subfolder, so the optimizer discovery
 # does not list them as algorithms): settings.R, codec.R (parameter encoding and sampling),
 # design.R, state.R, surrogate.R, focus_search.R, select.R (qLCB point selection, spacing),
-# propose.R (one proposal round), loop.R (batch and stream loops, final message).
+# propose.R (one proposal round), warm.R (warm.start: points of an earlier experiment), loop.R
+# (batch and stream loops, final message).
 # It uses only OUT_put()/IN_get() through the helpers of eq/R/EQ.R and eq/R/space.R, which the
 # runtime (or eq/R/sim.R) sources first, defining EQ_HOME as the repository root.
 #
 # Final message (eq_done): {"algorithm": "mlrMBO", "best": {transformed params}, "value": y,
-#   "id": trial id, "evaluations": n, "completed": n, "failed": n, "iterations": n, "mode": ...}.
+#   "id": trial id, "evaluations": n, "completed": n, "failed": n, "iterations": n, "mode": ...},
+#   with warm.start also "warm": {"experiment", "points", "completed", "dropped", "best"} (counts
+#   above are of this run's trials; "best": true when the best point is a warm-start one, whose
+#   "id" is then a trial of that experiment).
 
 suppressPackageStartupMessages({
   library(ParamHelpers)
@@ -46,7 +50,7 @@ suppressPackageStartupMessages({
 })
 # into the environment this file is sourced into (the global one under the runtime)
 for (.mbo_part in c("settings", "codec", "design", "state", "surrogate", "focus_search", "select",
-                    "propose", "loop"))
+                    "propose", "warm", "loop"))
   source(file.path(.mbo_dir, paste0(.mbo_part, ".R")), local = environment())
 rm(.mbo_dir, .mbo_part)
 

@@ -78,8 +78,9 @@ def parse_batch(text: str) -> list:
 
 class Protocol:
     def __init__(self, algo_file: str, settings: dict, space: dict | None = None,
-                 impute: float = math.nan):
+                 impute: float = math.nan, history=None):
         self.algo_file = algo_file
+        self.history = history               # exp_id -> store.history(...) dict, or None if unknown
         self.settings = settings
         self.space = space
         self.impute = impute
@@ -151,7 +152,40 @@ class Protocol:
             return self.answer(load)
         if op == "status":
             return [Reply(json.dumps(dict(self._load(load), eq="status")), load=load)]
+        if op == "history":
+            return [self._history(msg)]
         return [self._bad(json.dumps(msg), f"unknown extension message eq = {op!r}")]
+
+    def _history(self, msg: dict) -> Reply | Fail:
+        """An earlier experiment's space and finished trials (mlrMBO's warm.start), each trial in
+        the shape of ``result`` (so non-finite objectives follow the same rule)."""
+        exp = msg.get("experiment")
+        if isinstance(exp, float) and exp.is_integer():
+            exp = int(exp)
+        if isinstance(exp, bool) or not isinstance(exp, int) or exp < 1:
+            return Fail(f"the optimizer {self.algo_file} asked for the history of experiment "
+                        f"{json.dumps(msg.get('experiment'))}, which is not an experiment id: "
+                        f"{{\"eq\": \"history\", \"experiment\": ID}} takes the positive integer "
+                        f"id of an experiment in this run's store (`emews status` lists them). "
+                        f"Fix the id (mlrMBO: SETTINGS=\"warm.start = ID\").")
+        if self.history is None:
+            return Fail(f"the optimizer {self.algo_file} asked for the history of experiment {exp}, "
+                        f"but there is no store to answer it here (only a run of the farm, `make "
+                        f"workflow`, has one). Remove the warm start.")
+        h = self.history(exp)
+        if h is None:
+            return Fail(f"the optimizer {self.algo_file} asked for the history of experiment {exp} "
+                        f"(warm start), but the store of this run has no experiment {exp}. A warm "
+                        f"start reads an earlier experiment of the same store (the same DB; "
+                        f"`emews sql \"SELECT id, name, status FROM experiments\"` lists them). "
+                        f"Fix the id (SETTINGS=\"warm.start = ID\") or run with the DB that holds "
+                        f"experiment {exp}.")
+        results = [self.result(Trial(r["id"], r["params"], 0.0, TrialStatus(r["status"]),
+                                     objective=r["objective"], metrics=r["metrics"]))
+                   for r in h["results"]]
+        return Reply(json.dumps({"eq": "history", "experiment": h["experiment"],
+                                 "name": h.get("name"), "space": h.get("space"),
+                                 "results": results}))
 
     def _insert(self, how: str, points: list[dict]) -> list[Action]:
         budget = self.settings.get("max.budget")

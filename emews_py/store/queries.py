@@ -5,7 +5,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from emews_py.store.schema import experiments, trials, utcnow
-from emews_py.trials import OPEN_STATUSES, ExperimentStatus, TrialStatus
+from emews_py.trials import OPEN_STATUSES, ExperimentStatus, TrialStatus, objective_or_none
 
 _WHY_CANCELLED = {
     ExperimentStatus.COMPLETED: "the optimizer finished before this trial was needed",
@@ -62,3 +62,26 @@ def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error:
                   .values(status=status.value, finished_at=now, error=error,
                           final_message=final_message))
     return n
+
+def history(engine: Engine, exp_id: int) -> dict | None:
+    """What an optimizer may reuse of an earlier experiment (the EQ ``history`` message, mlrMBO's
+    ``warm.start``): its space and its finished trials in id order, i.e. completed ones (a NaN
+    objective as None, an infinite one kept) and failed or timed-out ones (objective None), as
+    ``{"experiment", "name", "space", "results": [{"id", "params", "status", "objective",
+    "metrics"}]}``. Cancelled, interrupted, queued and running trials tell nothing about their
+    point and are left out. None when the store has no experiment ``exp_id``."""
+    finished = (TrialStatus.COMPLETED.value, TrialStatus.FAILED.value, TrialStatus.TIMEOUT.value)
+    with engine.connect() as c:
+        exp = c.execute(select(experiments.c.id, experiments.c.name, experiments.c.space_json)
+                        .where(experiments.c.id == exp_id)).first()
+        if exp is None:
+            return None
+        rows = c.execute(select(trials.c.id, trials.c.params, trials.c.status, trials.c.objective,
+                                trials.c.metrics)
+                         .where(trials.c.experiment_id == exp_id, trials.c.status.in_(finished))
+                         .order_by(trials.c.id)).all()
+    results = [{"id": r.id, "params": r.params, "status": r.status,
+                "objective": objective_or_none(r.objective) if r.status == finished[0] else None,
+                "metrics": r.metrics} for r in rows]
+    return {"experiment": exp.id, "name": exp.name, "space": exp.space_json, "results": results}
+

@@ -7,6 +7,8 @@
 #   eq_results(min = 1)    -> list(results, pending, free, workers)
 #   eq_status()            -> list(pending, free, workers, completed)
 #   eq_batch(points)       -> list of results, in the order of points (waits for all)
+#   eq_history(id)         -> list(experiment, name, space, results): an earlier experiment of the
+#                             same store, its finished trials as results (to warm-start from)
 #   eq_done(final)         sends "DONE" then the final message (a string, or a list sent as JSON)
 #   eq_points_json(points) -> JSON array text (sep = ";": the plain EMEWS batch string)
 #   eq_point_json(point)   -> one JSON object
@@ -262,6 +264,18 @@ eq_batch <- function(points) {
   OUT_put(paste0('{"eq":"batch","points":', eq_points_json(points), "}"))
   rep <- .eq_get_json("results")
   lapply(rep$results, .eq_norm_result)
+}
+
+eq_history <- function(experiment) {
+  .eq_check_transport()
+  id <- suppressWarnings(as.numeric(experiment))
+  if (length(experiment) != 1L || is.logical(experiment) || !is.finite(id) || id < 1 || id != round(id))
+    .eq_fail("eq: eq_history() takes the id of an experiment of the store, a positive whole number ",
+             "(got ", paste(deparse(experiment), collapse = " "), ").")
+  OUT_put(sprintf('{"eq":"history","experiment":%.0f}', id))
+  rep <- .eq_get_json("history")
+  list(experiment = .eq_int(rep$experiment), name = rep$name, space = rep$space,
+       results = lapply(rep$results, .eq_norm_result))
 }
 
 eq_done <- function(final_message = "") {

@@ -4,8 +4,9 @@
 # Design size from the settings: design.size if given (checked against the budget and the
 # discrete parameters), else max(4 d, largest number of discrete values), capped at half of
 # max.budget when design.cap is TRUE (so a small budget still gets model-based rounds) but never
-# below the largest number of discrete values. d = number of searched parameters.
-mbo_design_size <- function(ctl, d, maxlev) {
+# below the largest number of discrete values. d = number of searched parameters. With nwarm
+# warm-start points (warm.R) the design run is n0 - nwarm: the checks apply to that.
+mbo_design_size <- function(ctl, d, maxlev, nwarm = 0L) {
   budget <- ctl$max.budget
   if (is.null(ctl$design.size)) {
     n0 <- min(budget, max(4L * d, maxlev, 2L))
@@ -15,11 +16,11 @@ mbo_design_size <- function(ctl, d, maxlev) {
   n0 <- suppressWarnings(as.integer(ctl$design.size))
   if (length(n0) != 1L || is.na(n0) || n0 < 1L)
     stop("mlrMBO: design.size must be a positive integer (got ", deparse(ctl$design.size), ").", call. = FALSE)
-  if (n0 > budget)
+  if (n0 - nwarm > budget)
     stop("mlrMBO: design.size (", n0, ") is larger than max.budget (", budget, "): the initial design ",
          "alone would exceed the evaluation budget. Lower design.size (or leave it out for the ",
          "default max(4 * d, largest number of discrete values)) or raise max.budget.", call. = FALSE)
-  if (n0 < maxlev)
+  if (n0 < maxlev && nwarm == 0L)
     stop("mlrMBO: design.size (", n0, ") is smaller than the number of values of a discrete ",
          "parameter (", maxlev, "), so the initial design cannot contain every value ",
          "(mlr-org/mlrMBO#454). Raise design.size to at least ", maxlev, ".", call. = FALSE)

@@ -11,10 +11,12 @@ mbo_log <- function(S, fmt, ...) if (isTRUE(S$ctl$verbose)) message(sprintf(past
 mbo_loop_batch <- function(S, design, q.batch) {
   ctl <- S$ctl; budget <- ctl$max.budget
   iter <- 0L
-  rows <- mbo_add(S, design)
-  mbo_record(S, eq_batch(mbo_to_farm(S, design)), rows)
-  while (nrow(S$X) < budget && iter < ctl$max.iterations) {
-    q <- min(q.batch, budget - nrow(S$X))
+  if (nrow(design)) {
+    rows <- mbo_add(S, design)
+    mbo_record(S, eq_batch(mbo_to_farm(S, design)), rows)
+  }
+  while (mbo_n_new(S) < budget && iter < ctl$max.iterations) {
+    q <- min(q.batch, budget - mbo_n_new(S))
     t0 <- proc.time()[["elapsed"]]
     X <- mbo_propose(S, q)
     rows <- mbo_add(S, X)
@@ -22,7 +24,7 @@ mbo_loop_batch <- function(S, design, q.batch) {
     mbo_record(S, eq_batch(mbo_to_farm(S, X)), rows)
     iter <- iter + 1L
     b <- mbo_best(S)
-    mbo_log(S, "batch %d: %d evaluations, best %s, proposal %.2f s", iter, nrow(S$X),
+    mbo_log(S, "batch %d: %d evaluations, best %s, proposal %.2f s", iter, mbo_n_new(S),
             if (is.null(b)) "none" else format(b$value, digits = 6), tp)
   }
   iter
@@ -31,11 +33,13 @@ mbo_loop_batch <- function(S, design, q.batch) {
 mbo_loop_stream <- function(S, design, workers, min.fit) {
   ctl <- S$ctl; budget <- ctl$max.budget
   iter <- 0L
-  ids <- eq_submit(mbo_to_farm(S, design))
-  mbo_add(S, design, ids)
+  if (nrow(design)) {
+    ids <- eq_submit(mbo_to_farm(S, design))
+    mbo_add(S, design, ids)
+  }
   repeat {
     npend <- sum(S$status == "pending")
-    can <- nrow(S$X) < budget && iter < ctl$max.iterations
+    can <- mbo_n_new(S) < budget && iter < ctl$max.iterations
     if (npend == 0L && !can) break
     free <- NA_integer_
     if (npend > 0L) {
@@ -48,7 +52,7 @@ mbo_loop_stream <- function(S, design, workers, min.fit) {
     npend <- sum(S$status == "pending")
     if (is.na(free)) free <- if (is.na(workers)) 1L else max(0L, workers - npend)
     if (free <= 0L && npend == 0L) free <- 1L
-    q <- min(free, budget - nrow(S$X))
+    q <- min(free, budget - mbo_n_new(S))
     if (q <= 0L) next
     iter <- iter + 1L
     t0 <- proc.time()[["elapsed"]]
@@ -63,25 +67,30 @@ mbo_loop_stream <- function(S, design, workers, min.fit) {
     ids <- eq_submit(mbo_to_farm(S, X))
     mbo_add(S, X, ids)
     b <- mbo_best(S)
-    mbo_log(S, "round %d: %d submitted, %d returned, best %s, proposed %d in %.2f s", iter, nrow(S$X),
-            sum(S$status != "pending"), if (is.null(b)) "none" else format(b$value, digits = 6), q, tp)
+    mbo_log(S, "round %d: %d submitted, %d returned, best %s, proposed %d in %.2f s", iter, mbo_n_new(S),
+            sum(S$status != "pending") - S$nwarm, if (is.null(b)) "none" else format(b$value, digits = 6), q, tp)
   }
   iter
 }
 
-# the final message, as JSON text
+# the final message, as JSON text; counts are of this run's trials (warm-start points apart)
 mbo_final_json <- function(S, iter) {
   b <- mbo_best(S)
+  st <- S$status[S$nwarm + seq_len(mbo_n_new(S))]
+  w <- S$warm
   paste0("{", paste(c(
     '"algorithm":"mlrMBO"',
     paste0('"best":', if (is.null(b)) "null" else eq_point_json(b$params)),
     paste0('"value":', if (is.null(b)) "null" else mbo_json_number(b$value)),
     paste0('"id":', if (is.null(b) || is.na(b$id)) "null" else b$id),
-    paste0('"evaluations":', nrow(S$X)),
-    paste0('"completed":', sum(S$status == "completed")),
-    paste0('"failed":', sum(S$status != "completed" & S$status != "pending")),
+    paste0('"evaluations":', mbo_n_new(S)),
+    paste0('"completed":', sum(st == "completed")),
+    paste0('"failed":', sum(st != "completed" & st != "pending")),
     paste0('"iterations":', iter),
-    paste0('"mode":"', S$ctl$mode, '"')), collapse = ","), "}")
+    paste0('"mode":"', S$ctl$mode, '"'),
+    if (!is.null(w)) sprintf('"warm":{"experiment":%d,"points":%d,"completed":%d,"dropped":%d,"best":%s}',
+                             w$experiment, w$points, w$completed, w$dropped,
+                             if (!is.null(b) && isTRUE(b$warm)) "true" else "false")), collapse = ","), "}")
 }
 
 # one number as JSON in the shortest form that reads back to the same double (the encoding of
@@ -96,13 +105,16 @@ mbo_main <- function(settings = eq_settings()) {
     file <- file.path(EQ_HOME, file)
   ps <- eq_space_load(file)
   S <- mbo_new_state(ctl, ps)
+  if (!is.null(ctl$warm.start)) mbo_warm_start(S, ctl$warm.start)
   d <- length(S$act)
   maxlev <- max(c(1L, vapply(S$info, function(p) if (is.null(p$levels) || p$const) 1L else length(p$levels), 1L)))
-  n0 <- mbo_design_size(ctl, d, maxlev)
+  n0 <- mbo_design_size(ctl, d, maxlev, S$nwarm)
+  n.run <- max(0L, n0 - S$nwarm)   # warm-start points take the place of design points
   workers <- if (is.null(ctl$workers)) NA_integer_ else as.integer(ctl$workers)
-  mbo_log(S, "%d parameters (%d searched), budget %d, design %d, mode %s%s", length(S$info), d, ctl$max.budget,
-          n0, ctl$mode, if (is.null(ctl$preset)) "" else paste0(", preset ", ctl$preset))
-  design <- mbo_design(S, n0)
+  mbo_log(S, "%d parameters (%d searched), budget %d, design %d%s, mode %s%s", length(S$info), d, ctl$max.budget,
+          n.run, if (S$nwarm > 0L) sprintf(" (+ %d warm-start points)", S$nwarm) else "",
+          ctl$mode, if (is.null(ctl$preset)) "" else paste0(", preset ", ctl$preset))
+  design <- if (n.run > 0L) mbo_design(S, n.run) else S$X[0, , drop = FALSE]
   iter <- if (ctl$mode == "batch") {
     q.batch <- as.integer(if (!is.null(ctl$propose.points)) ctl$propose.points else if (!is.na(workers)) workers else 8L)
     mbo_loop_batch(S, design, q.batch)

@@ -85,6 +85,12 @@
 #   min.fit          stream mode: results needed before the surrogate is used; until then free
 #                    workers get random points (default ceiling(design.size / 2)).
 #   verbose          TRUE (default): one line per round on stderr.
+#   warm.start       the id of an earlier experiment of the same store (default: none): its
+#                    completed, failed and timed-out trials enter the surrogate as if evaluated
+#                    here (warm.R), before the initial design, which shrinks by their number (none
+#                    at all when they are at least design.size). Same parameter ids and types
+#                    needed; points outside this run's bounds are dropped. They are not re-run and
+#                    do not count against max.budget.
 #
 # Accepted and ignored: the names the workflow (emews_py/cli.py) or the farm may put into the
 # settings for other purposes (MBO_WORKFLOW_SETTINGS below).
@@ -95,7 +101,7 @@ MBO_SETTINGS <- c(
   "surrogate", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
   "fs.points", "fs.maxit", "fs.restarts", "fs.budget", "local.points", "local.top", "batch.dist",
   "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap",
-  "select")
+  "select", "warm.start")
 
 # sent by the workflow for the farm or for Python optimizers, not for mlrMBO
 MBO_WORKFLOW_SETTINGS <- c("space", "impute", "keep.models")
@@ -188,6 +194,7 @@ mbo_settings <- function(s) {
     pending = as.character(s$pending %||% "ignore"),
     select = as.character(s$select %||% "pool"),
     min.fit = s$min.fit,
+    warm.start = s$warm.start %||% NULL,
     verbose = as.logical(s$verbose %||% TRUE))
   if (!(ctl$mode %in% c("stream", "batch")))
     fail("mode = '", ctl$mode, "' is not supported; use mode = 'stream' (default) or mode = 'batch'.")
@@ -206,6 +213,15 @@ mbo_settings <- function(s) {
     fail("impute.y must be 'worst', 'median' or a number (got ", deparse(ctl$impute.y), ").")
   if (!(identical(ctl$lambda, "exp") || (is.numeric(ctl$lambda) && ctl$lambda >= 0)))
     fail("lambda must be 'exp' or a non-negative number (got ", deparse(ctl$lambda), ").")
+  if (!is.null(ctl$warm.start)) {
+    w <- ctl$warm.start
+    ok <- length(w) == 1L && is.numeric(w) && is.finite(w) && w >= 1 && w == round(w)
+    if (!ok)
+      fail("warm.start must be the id of an earlier experiment of the same store, a positive whole ",
+           "number (got ", paste(deparse(w), collapse = " "), "), e.g. SETTINGS=\"warm.start = 12\"; ",
+           "`emews sql \"SELECT id, name, status FROM experiments\"` lists the ids.")
+    ctl$warm.start <- as.integer(w)
+  }
   if (ctl$fs.points < 1 || ctl$fs.maxit < 1 || ctl$fs.restarts < 1)
     fail("fs.points, fs.maxit and fs.restarts must be at least 1.")
   ctl

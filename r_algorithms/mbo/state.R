@@ -1,5 +1,6 @@
 # r_algorithms/mbo/state.R -- the optimization state: every submitted point (untransformed and
-# normalized), its trial id, status and objective.
+# normalized), its trial id, status and objective. With warm.start (warm.R) the first S$nwarm
+# rows are the points of an earlier experiment (their trial ids in S$warm.ids, not in S$ids).
 
 mbo_new_state <- function(ctl, ps) {
   S <- new.env()
@@ -7,8 +8,12 @@ mbo_new_state <- function(ctl, ps) {
   S$act <- which(!vapply(S$info, `[[`, TRUE, "const"))
   S$X <- NULL; S$N <- NULL
   S$y <- numeric(0); S$status <- character(0); S$ids <- integer(0)
+  S$nwarm <- 0L; S$warm.ids <- integer(0); S$warm <- NULL
   S
 }
+
+# points submitted by this run (warm-start points are not: they do not count against max.budget)
+mbo_n_new <- function(S) (if (is.null(S$X)) 0L else nrow(S$X)) - S$nwarm
 
 mbo_add <- function(S, X, ids = NULL) {
   n <- nrow(X)
@@ -37,5 +42,7 @@ mbo_best <- function(S) {
   ok <- which(S$status == "completed" & is.finite(S$y))
   if (!length(ok)) return(NULL)
   i <- ok[if (S$ctl$minimize) which.min(S$y[ok]) else which.max(S$y[ok])]
-  list(row = i, value = S$y[i], id = S$ids[i], params = mbo_to_farm(S, S$X[i, , drop = FALSE])[[1]])
+  warm <- i <= S$nwarm
+  list(row = i, value = S$y[i], id = if (warm) S$warm.ids[i] else S$ids[i], warm = warm,
+       params = mbo_to_farm(S, S$X[i, , drop = FALSE])[[1]])
 }
