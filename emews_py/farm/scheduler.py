@@ -19,10 +19,21 @@ CHUNK_BELOW_S = 0.005
 MAX_CHUNK = 512
 
 
-def stuck_after(timeout: float | None) -> float | None:
+RANK_SILENT_S = 60.0  # the driver's backstop waits this much longer than the worker's own
+
+
+def trial_stuck_after(timeout: float | None) -> float | None:
     """A resident trial is stopped cooperatively at TIMEOUT; one that still has not returned after
-    this grace period (the larger of 10 s and a quarter of TIMEOUT) is stuck, in native code say."""
+    this grace period (the larger of 10 s and a quarter of TIMEOUT) is stuck, in native code say:
+    its worker kills the trial's interpreter, records ``timeout`` and goes on (``worker.py``)."""
     return timeout + max(10.0, 0.25 * timeout) if timeout else None
+
+
+def stuck_after(timeout: float | None) -> float | None:
+    """The driver's watchdog, a backstop for a worker RANK that stops answering (the worker
+    itself ends a stuck trial at ``trial_stuck_after``): that plus RANK_SILENT_S."""
+    t = trial_stuck_after(timeout)
+    return t + RANK_SILENT_S if t else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,12 @@ class Backoff:
         time.sleep(self.delay)
         self.delay = min(self.delay * 2 if self.delay else self.first, self.limit)
 
+    def wait(self, poll) -> None:
+        """As ``sleep``, but through ``poll(seconds)`` (e.g. ``Connection.poll``), which returns
+        early when its pipe has something: a worker wakes at once for its child's messages."""
+        poll(self.delay)
+        self.delay = min(self.delay * 2 if self.delay else self.first, self.limit)
+
 
 def mpi():
     from mpi4py import MPI
