@@ -4,18 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-PILOT ?= bench
-ALGO ?= random
-PROCS ?= 4
+# Empty means the default (PILOT=bench, ALGO=random, PROCS=4, MODE=resident; `emews workflow
+# --help`), so that RESUME=ID can tell what was given: a resume keeps what the experiment started
+# with and refuses PILOT, ALGO, EXP, BUDGET, SPACE and SETTINGS.
+PILOT ?=
+ALGO ?=
+PROCS ?=
 BUDGET ?=
 SPACE ?=
 DB ?=
 EXP ?=
-MODE ?= resident
+MODE ?=
 TIMEOUT ?=
+OPT_TIMEOUT ?=
 SETTINGS ?=
+RESUME ?=
 
-.PHONY: setup apt venv test workflow clean
+.PHONY: setup apt venv test workflow status clean
 
 setup: apt venv
 
@@ -52,10 +57,18 @@ workflow: export EXP := $(EXP)
 workflow: export MODE := $(MODE)
 workflow: export TIMEOUT := $(TIMEOUT)
 workflow: export SETTINGS := $(SETTINGS)
+workflow: export OPT_TIMEOUT := $(OPT_TIMEOUT)
+workflow: export RESUME := $(RESUME)
 workflow: venv
 	@$(VENV)/bin/emews workflow --pilot "$$PILOT" --algo "$$ALGO" --procs "$$PROCS" \
 	  --budget "$$BUDGET" --space "$$SPACE" --db "$$DB" --exp "$$EXP" --mode "$$MODE" \
-	  --timeout "$$TIMEOUT" --settings "$$SETTINGS"
+	  --timeout "$$TIMEOUT" --opt-timeout "$$OPT_TIMEOUT" --settings "$$SETTINGS" \
+	  --resume "$$RESUME"
+
+# `make status` lists the experiments in the store; `make status ID=3` shows one.
+status: export DB := $(DB)
+status: venv
+	@$(VENV)/bin/emews status $(ID) --db "$$DB"
 
 clean:
 	rm -rf runs .pytest_cache

@@ -112,6 +112,7 @@ def parse_settings(text: str) -> dict:
 
 def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
     """Check everything and write the run directory's config.json (a ``RunConfig``)."""
+    a.pilot, a.algo = a.pilot or "bench", a.algo or "random"  # empty from `make` = the default
     pilot_dir = find_pilot(a.pilot)
     algo = find_algorithm(a.algo)
     model_file = pilot_dir / f"{a.pilot}_default_model.txt"
@@ -134,6 +135,7 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
                          f"(one subprocess per trial).")
     timeout = positive("TIMEOUT", a.timeout, False, "the per-trial time limit in seconds",
                        "120") if a.timeout else None
+    opt_timeout = opt_timeout_of(a)
     user = parse_settings(a.settings)
     if a.budget:
         budget = positive("BUDGET", a.budget, True, "the number of trials", "40")
@@ -154,29 +156,185 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", exp):
         raise UsageError(f"EXP={exp!r}: use letters, digits, '.', '_' and '-' only (it names a directory).")
     from emews_py.store import experiments
-    from emews_py.store.engine import StoreUnavailable, check_store
     if len(exp) > experiments.c.name.type.length:
         raise UsageError(f"EXP={exp[:40]}... is {len(exp)} characters long; the store keeps experiment "
                          f"names of at most {experiments.c.name.type.length}. Give a shorter EXP.")
+    runs_root, db = open_store(a)
+    run_dir = new_run_dir(runs_root, exp)
+    cfg = RunConfig(exp=exp, pilot=a.pilot, algo=algo.stem, algo_file=str(algo), db=db,
+                    run_dir=str(run_dir), endpoint=new_endpoint(), mode=mode, settings=settings,
+                    space_file=str(space_file), space_text=space_file.read_text(),
+                    space_json=space, timeout=timeout, impute=impute, keep_models=keep,
+                    opt_timeout=opt_timeout)
+    cfg_file = run_dir / "config.json"
+    cfg.write(cfg_file)
+    return cfg, cfg_file, procs
+
+
+# What a resume cannot change: the optimizer is restarted as it started and answered from the
+# recorded EQ transcript, so it must see the same settings, space, budget and code.
+RESUME_FIXED = (("pilot", "PILOT"), ("algo", "ALGO"), ("exp", "EXP"), ("budget", "BUDGET"),
+                ("space", "SPACE"), ("settings", "SETTINGS"))
+
+
+def resume_command(exp_id: int, db: str, default: str | None) -> str:
+    """The line that says how to resume ``exp_id`` (DB only when it is not the default store)."""
+    from emews_py.store.engine import shown_url
+    shown = shown_url(db)
+    if db == default:
+        return f"make workflow RESUME={exp_id}  (or: emews workflow --resume {exp_id})"
+    return (f"make workflow RESUME={exp_id} DB={shown}  (or: emews workflow --resume {exp_id} "
+            f"--db {shown})")
+
+
+def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
+    """``--resume ID``: the stored RunConfig of experiment ID with a new run directory and EQ
+    endpoint, PROCS/MODE/TIMEOUT/OPT_TIMEOUT as given, written like a new run's."""
+    import dataclasses
+
+    from emews_py.config import ConfigError
+    from emews_py.store import make_engine
+    from emews_py.store.engine import shown_url
+    from emews_py.store.queries import STALE_AFTER_S, experiment_status
+    rid = positive("RESUME", a.resume, True, "the id of the experiment to continue", "3")
+    runs_root, db = open_store(a)
+    eng = make_engine(db)
+    try:
+        found = experiment_status(eng, rid)
+        with eng.connect() as c:
+            from sqlalchemy import func, select
+
+            from emews_py.store import experiments
+            config = c.execute(select(experiments.c.config)
+                               .where(experiments.c.id == rid)).scalar()
+            lo, hi = c.execute(select(func.min(experiments.c.id),
+                                      func.max(experiments.c.id))).one()
+    finally:
+        eng.dispose()
+    where, pre = shown_url(db), f"RESUME={rid}:"
+    warm = (f"start a new experiment; with ALGO=mlrMBO, SETTINGS=\"warm.start = {rid}\" seeds "
+            f"its surrogate with the completed trials of experiment {rid}")
+    if not found:
+        have = f"its experiments are {lo} to {hi}" if lo is not None else "it has no experiments yet"
+        raise UsageError(f"{pre} the store {where} has no experiment {rid} ({have}). "
+                         f"`emews status --db URL` lists them; give the store the experiment ran "
+                         f"in with DB=URL (--db URL).")
+    x = found[0]
+    name = f"experiment {rid} '{x['name']}'"
+    if config is None:
+        raise UsageError(f"{pre} {name} was recorded before schema version 0002 and has no stored "
+                         f"configuration (experiments.config is NULL), so it cannot be resumed: a "
+                         f"resume restarts its optimizer exactly as it started. Instead, {warm}.")
+    if x["status"] == "completed":
+        raise UsageError(f"{pre} {name} completed ({x['completed']} trials completed, its "
+                         f"optimizer finished); there is nothing to resume. To search further, "
+                         f"{warm}.")
+    if x["status"] == "running" and not x["stale"]:
+        seg = x["segments"][-1] if x["segments"] else {}
+        age = x["alive_age_s"] or 0.0
+        raise UsageError(f"{pre} {name} is still running: its last sign of life is {age:.0f} s "
+                         f"old (segment {seg.get('number', 1)} on host {seg.get('host') or '?'}, "
+                         f"pid {seg.get('pid') or '?'}, run directory "
+                         f"{seg.get('run_dir') or x['run_dir']}). A resume continues a job that is "
+                         f"gone: stop this one first (Ctrl-C, scancel, or kill -TERM of its "
+                         f"mpiexec), or, if it died, wait: `emews status` shows it stale "
+                         f"{STALE_AFTER_S:.0f} s after its last heartbeat.")
+    try:
+        stored = RunConfig.from_dict(config)
+    except (ConfigError, TypeError) as e:
+        raise UsageError(f"{pre} the configuration stored with {name} cannot be read by this "
+                         f"emews-py ({e}); resume it with the release that started it, or "
+                         f"{warm}.") from None
+    algo_name = Path(stored.algo_file).stem
+    same = {"pilot": (stored.pilot,), "algo": (stored.algo, algo_name, stored.algo_file),
+            "exp": (stored.exp,)}
+    changed = [f"{var}={getattr(a, attr)!r}" for attr, var in RESUME_FIXED
+               if getattr(a, attr) and getattr(a, attr) not in same.get(attr, ())]
+    if changed:
+        raise UsageError(f"{pre} {' and '.join(changed)} cannot be given when resuming {name}: a "
+                         f"resume restarts its optimizer with the pilot, algorithm, space, budget "
+                         f"and settings it started with and answers it from the recorded EQ "
+                         f"transcript, so any change would make the optimizer diverge from what it "
+                         f"did. Leave them out (PROCS, MODE, TIMEOUT and OPT_TIMEOUT may change). "
+                         f"To change them, {warm}.")
+    if not Path(stored.algo_file).is_file():
+        raise UsageError(f"{pre} the optimizer {stored.algo_file} that {name} ran is gone; put it "
+                         f"back (the same code: its messages are checked against the transcript) "
+                         f"to resume, or {warm}.")
+    last = x["segments"][-1] if x["segments"] else {}
+    procs = (positive("PROCS", a.procs, True, "the number of MPI ranks (one driver plus workers)",
+                      "4") if a.procs else
+             last.get("procs") or (x["workers"] + 1 if x["workers"] else
+                                   int(stored.settings.get("workers", 3)) + 1))
+    if procs < 2:
+        raise UsageError(f"PROCS={procs}: the farm needs a driver and at least one worker; set "
+                         f"PROCS=2 or more.")
+    mode = a.mode or stored.mode
+    if mode not in ("resident", "app"):
+        raise UsageError(f"MODE={mode!r}: use MODE=resident (trials in resident interpreters) or "
+                         f"MODE=app (one subprocess per trial).")
+    timeout = positive("TIMEOUT", a.timeout, False, "the per-trial time limit in seconds",
+                       "120") if a.timeout else stored.timeout
+    run_dir = new_run_dir(runs_root, f"{stored.exp}-resume{rid}")
+    settings, space_file = dict(stored.settings), stored.space_file
+    sf = Path(space_file) if space_file else None
+    if stored.space_text is not None and not (sf and sf.is_file()
+                                              and sf.read_text() == stored.space_text):
+        # The optimizer reads param.set.file: give it the space it started with.
+        sf = run_dir / f"space{sf.suffix if sf else '.R'}"
+        sf.write_text(stored.space_text)
+        print(f"[emews] the space file {space_file} is gone or changed since experiment {rid} "
+              f"started; using the copy stored with it: {sf}", flush=True)
+        space_file = str(sf)
+        if "param.set.file" in settings:
+            settings["param.set.file"] = space_file
+    cfg = dataclasses.replace(stored, db=db, run_dir=str(run_dir), endpoint=new_endpoint(),
+                              mode=mode, timeout=timeout, settings=settings,
+                              space_file=space_file, resume=rid,
+                              opt_timeout=opt_timeout_of(a, stored.opt_timeout))
+    cfg_file = run_dir / "config.json"
+    cfg.write(cfg_file)
+    print(f"[emews] resuming experiment {rid} '{stored.exp}' ({x['shown']}: {x['completed']} of "
+          f"{x['budget']} trials completed)", flush=True)
+    return cfg, cfg_file, procs
+
+
+def opt_timeout_of(a: argparse.Namespace, default: float = RunConfig.opt_timeout) -> float:
+    return positive("OPT_TIMEOUT", a.opt_timeout, False, "how long, in seconds, the optimizer may "
+                    "send nothing while every worker is idle before the run fails", "3600") \
+        if a.opt_timeout else default
+
+
+def default_db(a: argparse.Namespace) -> str:
+    """DB as given, else the default store (RUNS/emews.db)."""
+    runs_root = Path(getattr(a, "runs", "") or os.environ.get("EMEWS_RUNS", "runs")).resolve()
+    return a.db or f"sqlite:///{runs_root / 'emews.db'}"
+
+
+def open_store(a: argparse.Namespace) -> tuple[Path, str]:
+    """(where run directories go, the store's URL), the store opened (created or upgraded) once,
+    before anything starts: a store that cannot be opened would leave the workers waiting."""
+    from emews_py.store.engine import StoreUnavailable, check_store
     runs_root = Path(a.runs or os.environ.get("EMEWS_RUNS", "runs")).resolve()
-    db = a.db or f"sqlite:///{runs_root / 'emews.db'}"
+    db = default_db(a)
     if not a.db:
         runs_root.mkdir(parents=True, exist_ok=True)  # the default store lives there
-    try:  # before anything starts: a store that cannot be opened would leave the workers waiting
+    try:
         check_store(db)
     except StoreUnavailable as e:
         raise UsageError(str(e)) from None
-    run_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{exp}-{uuid.uuid4().hex[:4]}"
+    return runs_root, db
+
+
+def new_run_dir(runs_root: Path, name: str) -> Path:
+    run_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{uuid.uuid4().hex[:4]}"
     run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def new_endpoint() -> str:
     # ipc:// paths are limited to ~100 bytes, so the socket lives in the temp dir, not the run dir.
-    endpoint = f"ipc://{tempfile.gettempdir()}/emews-{uuid.uuid4().hex[:12]}.sock"
-    cfg = RunConfig(exp=exp, pilot=a.pilot, algo=algo.stem, algo_file=str(algo), db=db,
-                    run_dir=str(run_dir), endpoint=endpoint, mode=mode, settings=settings,
-                    space_file=str(space_file), space_text=space_file.read_text(),
-                    space_json=space, timeout=timeout, impute=impute, keep_models=keep)
-    cfg_file = run_dir / "config.json"
-    cfg.write(cfg_file)
-    return cfg, cfg_file
+    return f"ipc://{tempfile.gettempdir()}/emews-{uuid.uuid4().hex[:12]}.sock"
 
 
 def launcher(procs: int) -> list[str]:
@@ -190,47 +348,167 @@ def launcher(procs: int) -> list[str]:
 
 def cmd_workflow(a: argparse.Namespace) -> int:
     try:
-        cfg, cfg_file = prepare(a)
+        cfg, cfg_file, procs = prepare_resume(a) if a.resume else prepare(a)
     except (UsageError, SpaceError, PilotError) as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
-    procs = int(float(a.procs)) if a.procs else 4   # checked by prepare
     cmd = launcher(procs) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
     print(f"[emews] run directory: {cfg.run_dir}", flush=True)
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rc = subprocess.call(cmd, env=env)
+    rc, signaled = run_job(cmd, env)
     if rc != 0:
-        mark_abandoned(cfg, rc)
+        mark_abandoned(cfg, rc, signaled, default_db(a))
     return rc
 
 
-def mark_abandoned(cfg: RunConfig, rc: int) -> None:
-    """If the MPI job died under rank 0 (a worker crashed and mpiexec killed the job), rank 0 could
-    not record it: do it here, so the store never shows a dead experiment as running. The same
-    rule as the driver's own failure path (``store.end_experiment``): open trials are cancelled."""
+SI_KERNEL = 0x80       # siginfo si_code of a signal the kernel sent: the terminal's Ctrl-C
+KILL_AFTER_S = 20.0    # the driver stops within 10 s of a signal; past this, mpiexec is killed
+
+
+def run_job(cmd: list[str], env: dict) -> tuple[int, int | None]:
+    """Run the MPI job and wait for it; returns (exit status, first signal received or None).
+
+    SIGINT/SIGTERM to this process do not kill the job: hydra's mpiexec forwards them to every
+    rank and the driver records the stop (trials and experiment ``interrupted``) and exits; the
+    CLI keeps waiting so that it can. A Ctrl-C at the terminal reaches the whole process group,
+    mpiexec included; any other signal may have reached this process only (``kill PID``, make
+    passing on a SIGTERM), so it is passed on to mpiexec once, as SIGTERM (a second SIGINT would
+    make hydra kill the job at once; the driver treats repeated stop signals as one). A second
+    SIGINT (Ctrl-C), or mpiexec still alive KILL_AFTER_S after the first signal, kills the job's
+    processes. Repeated SIGTERMs change nothing (make passes one on to its child)."""
+    import signal
+    stops = {signal.SIGINT, signal.SIGTERM}
+    early: list[int] = []
+    old = {s: signal.signal(s, lambda n, _f: early.append(n)) for s in stops}
+    try:
+        proc = subprocess.Popen(cmd, env=env)   # inherits the default handlers and an empty mask
+    except BaseException:
+        for s, h in old.items():
+            signal.signal(s, h)
+        raise
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    first: int | None = None
+    first_at, killed = 0.0, False
+    try:
+        while True:
+            got = [(x, None) for x in early]   # came before the mask: sender unknown
+            early.clear()
+            info = signal.sigtimedwait(stops, 0.2)
+            if info is not None:
+                got.append((info.si_signo, info.si_code))
+            if (rc := proc.poll()) is not None:
+                break
+            for signo, code in got:
+                if first is None:
+                    first, first_at = signo, time.time()
+                    if code != SI_KERNEL:
+                        proc.send_signal(signal.SIGTERM)
+                    print(f"[emews] {signal.Signals(signo).name}: stopping the run; the driver "
+                          f"records what ran (Ctrl-C again to kill it at once)", flush=True)
+                elif signo == signal.SIGINT and not killed:
+                    print("[emews] second Ctrl-C: killing the MPI job", flush=True)
+                    kill_tree(proc.pid)
+                    killed = True
+            if first is not None and not killed and time.time() - first_at > KILL_AFTER_S:
+                print(f"[emews] the MPI job is still running {KILL_AFTER_S:.0f} s after "
+                      f"{signal.Signals(first).name}: killing it", flush=True)
+                kill_tree(proc.pid)
+                killed = True
+    finally:
+        while signal.sigtimedwait(stops, 0) is not None:   # drop what came during the stop
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, h in old.items():
+            signal.signal(s, h)
+    if rc < 0:   # killed by a signal: the shell's convention
+        rc = 128 - rc
+    return rc, first
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (hydra's proxies and the ranks, their trial
+    subprocesses), children first found through /proc."""
+    import signal
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    todo, tree = [pid], []
+    while todo:
+        q = todo.pop()
+        tree.append(q)
+        todo.extend(kids.get(q, []))
+    for q in tree:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def find_experiment(eng, cfg: RunConfig) -> int | None:
+    """The experiment this run directory's job worked on: the resumed one, the one whose segment
+    ran here, or (a fresh run whose driver died before writing its segment) experiments.run_dir."""
+    from sqlalchemy import select
+
+    from emews_py.store import experiments, segments
+    if cfg.resume is not None:
+        return cfg.resume
+    with eng.connect() as c:
+        return c.execute(select(segments.c.experiment_id)
+                         .where(segments.c.run_dir == cfg.run_dir)
+                         .order_by(segments.c.id.desc()).limit(1)).scalar() or \
+            c.execute(select(experiments.c.id).where(experiments.c.run_dir == cfg.run_dir)
+                      .order_by(experiments.c.id.desc()).limit(1)).scalar()
+
+
+def mark_abandoned(cfg: RunConfig, rc: int, signaled: int | None, default: str | None) -> None:
+    """The post-mortem of a job that exited non-zero. The driver records its own ends (completed,
+    failed, interrupted by a signal); if the experiment still says ``running``, the MPI job died
+    under rank 0 (mpiexec or rank 0 killed, a node lost) or was killed after a signal: record it
+    here, so the store never shows a dead experiment as running. ``interrupted`` if this process
+    was told to stop, else ``failed``; either way its queued and running trials become
+    ``interrupted`` (a resume runs them again) and its open segment ends ``killed``/``failed``."""
+    import signal
+
     from sqlalchemy import select
 
     from emews_py.store import end_experiment, experiments, make_engine
     try:
         eng = make_engine(cfg.db)
-        with eng.connect() as c:
-            exp = c.execute(select(experiments.c.id).where(
-                experiments.c.run_dir == cfg.run_dir,
-                experiments.c.status == ExperimentStatus.RUNNING.value)).scalar()
+        exp = find_experiment(eng, cfg)
         if exp is None:
             return
-        why = (f"the MPI job ended abnormally (exit status {rc}) before the driver could finish: "
-               f"most likely a worker process crashed (see the output above and {cfg.run_dir})")
-        # Unlike a failure the driver saw, a running trial here died with the job, most likely
-        # the cause of it: it failed. Everything else follows the one rule of end_experiment.
-        end_experiment(eng, exp, ExperimentStatus.FAILED, error=why,
-                       why_cancelled=f"cancelled: {why}", running_as=TrialStatus.FAILED,
-                       why_running=f"the MPI job died while this trial ran: {why}")
-        sys.stderr.write(f"[emews] ERROR: experiment {exp} failed: {why}\n")
+        with eng.connect() as c:
+            status = c.execute(select(experiments.c.status)
+                               .where(experiments.c.id == exp)).scalar()
+        if status != ExperimentStatus.RUNNING.value:
+            return
+        if signaled is not None:
+            end = ExperimentStatus.INTERRUPTED
+            why = (f"interrupted: the job was stopped ({signal.Signals(signaled).name}) and the "
+                   f"MPI job ended (exit status {rc}) before the driver recorded it")
+            seg = "killed"
+        else:
+            end = ExperimentStatus.FAILED
+            why = (f"the MPI job ended abnormally (exit status {rc}) before the driver could "
+                   f"record it: rank 0 or mpiexec died (killed, out of memory, node lost; see "
+                   f"the output above and {cfg.run_dir})")
+            seg = "failed"
+        n = end_experiment(eng, exp, end, error=why, open_as=TrialStatus.INTERRUPTED,
+                           segment_status=seg)
+        eng.dispose()
+        sys.stderr.write(f"[emews] experiment {exp} {end.value} ({n} unfinished trial(s) marked "
+                         f"interrupted); resume it with: "
+                         f"{resume_command(exp, cfg.db, default)}\n")
     except Exception as e:  # noqa: BLE001 - the store may be what failed
-        sys.stderr.write(f"[emews] could not mark the experiment failed in {cfg.db}: {e}\n")
+        sys.stderr.write(f"[emews] could not record the end of the experiment in "
+                         f"{cfg.db}: {' '.join(str(e).split())[:500]}\n")
 
 
 def sql_engine(url: str, write: bool):
@@ -291,22 +569,174 @@ def cmd_sql(a: argparse.Namespace) -> int:
     return 0
 
 
+def duration(sec: float | None) -> str:
+    """12s, 4m05s, 3h07m, 2d04h: what a person reads at a glance."""
+    if sec is None:
+        return "-"
+    sec = int(round(sec))
+    if sec < 60:
+        return f"{sec}s"
+    if sec < 3600:
+        return f"{sec // 60}m{sec % 60:02d}s"
+    if sec < 86400:
+        return f"{sec // 3600}h{sec % 3600 // 60:02d}m"
+    return f"{sec // 86400}d{sec % 86400 // 3600:02d}h"
+
+
+def aligned(headers: list[str], rows: list[list], indent: str = "") -> str:
+    cells = [headers] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join(indent + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+                     for r in cells)
+
+
+def when(t) -> str:
+    return "-" if t is None else f"{t:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def objective_text(v) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+def status_note(x: dict, db: str, default: str) -> str | None:
+    """Why the experiment is not running and how to go on, or None."""
+    if not x["resumable"]:
+        return None
+    if x["stale"]:
+        why = (f"is stale: the store says running, but its job has given no sign of life for "
+               f"{duration(x['alive_age_s'])} (killed, node lost or out of time)")
+    else:
+        why = "was interrupted" if x["status"] == "interrupted" else "failed"
+    return f"experiment {x['id']} {why}; resume it with: {resume_command(x['id'], db, default)}"
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from emews_py.store import SCHEMA_VERSION, experiments
+    from emews_py.store.engine import current_version, shown_url
+    from emews_py.store.queries import experiment_status
+    url, default = default_db(a), default_db(argparse.Namespace(db="", runs=getattr(a, "runs", "")))
+    where = shown_url(url)
+    try:
+        eng = sql_engine(url, write=False)
+        with eng.connect() as c:
+            version = current_version(c)
+            ids = c.execute(select(func.min(experiments.c.id), func.max(experiments.c.id))).one() \
+                if version else (None, None)
+        if version is None or ids[0] is None:
+            sys.stderr.write(f"emews: the store {where} has no experiments yet\n")
+            return 1
+        if version != SCHEMA_VERSION:
+            sys.stderr.write(
+                f"emews: error: the store {where} is at schema version {version} and this "
+                f"emews-py reads version {SCHEMA_VERSION}: "
+                + ("any `emews workflow` run against it upgrades it in place, or run `.venv/bin/"
+                   f"python -m emews_py.store.migrations upgrade {where}`.\n"
+                   if version < SCHEMA_VERSION else "it was written by a newer emews-py; "
+                   "upgrade emews-py to read it.\n"))
+            return 2
+        rows = experiment_status(eng, a.id)
+        eng.dispose()
+    except UsageError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    except SQLAlchemyError as e:
+        sys.stderr.write(f"emews: error: the store {where} cannot be read: "
+                         f"{' '.join(str(getattr(e, 'orig', None) or e).split())}\n")
+        return 1
+    if not rows:
+        sys.stderr.write(f"emews: error: the store {where} has no experiment {a.id} (its "
+                         f"experiments are {ids[0]} to {ids[1]}); `emews status` lists them\n")
+        return 1
+    if a.id is None:
+        print(aligned(["ID", "NAME", "STATUS", "TRIALS", "RUNNING", "FAILED", "INTERRUPTED",
+                       "BEST", "ELAPSED", "HEARTBEAT"],
+                      [[x["id"], x["name"], x["shown"], f"{x['completed']}/{x['budget'] or '?'}",
+                        x["running"], x["failed"], x["interrupted"], objective_text(x["best"]),
+                        duration(x["elapsed_s"]),
+                        f"{duration(x['heartbeat_age_s'])} ago" if x["heartbeat_at"] else "-"]
+                       for x in rows]))
+        notes = [n for x in rows if (n := status_note(x, url, default))]
+        if notes:
+            print()
+            print("\n".join(notes))
+        return 0
+    x = rows[0]
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(x["counts"].items())) or "none yet"
+    shown = x["shown"]
+    if x["stale"]:
+        shown += (f": the store says running, but its job has given no sign of life for "
+                  f"{duration(x['alive_age_s'])} (killed, node lost or out of time)")
+    b = x["best_trial"]
+    lines = [
+        ("status", shown),
+        ("pilot", f"{x['pilot']}, algorithm {x['algorithm']}, mode {x['mode']}, "
+                  f"{x['workers']} workers"),
+        ("trials", f"{x['completed']} completed of {x['budget'] or '?'} (budget); {x['running']} "
+                   f"running, {x['queued']} queued, {x['failed']} failed or timed out, "
+                   f"{x['interrupted']} interrupted (by status: {counts})"),
+        ("best", f"trial {b['id']}: objective {objective_text(b['objective'])} params "
+                 f"{json.dumps(b['params'])}" if b else "none completed"),
+        ("elapsed", f"{duration(x['elapsed_s'])}"
+                    + (f" over {len(x['segments'])} segments" if len(x["segments"]) > 1 else "")),
+        ("started", when(x["started_at"])),
+        ("finished", when(x["finished_at"])),
+        ("heartbeat", f"{duration(x['heartbeat_age_s'])} ago ({when(x['heartbeat_at'])})"
+                      if x["heartbeat_at"] else "none written"),
+        ("run dir", x["run_dir"] or "-"),
+    ]
+    print(f"experiment {x['id']} '{x['name']}'")
+    print(aligned(["", ""], lines, "  ").split("\n", 1)[1])
+    if x["segments"]:
+        print("segments (one per job):")
+        print(aligned(["#", "HOST", "PID", "PROCS", "STARTED", "ENDED", "ELAPSED", "ENDED AS"],
+                      [[s["number"], s["host"], s["pid"], s["procs"], when(s["started_at"]),
+                        when(s["ended_at"]), duration(s["elapsed_s"]), s["status"]]
+                       for s in x["segments"]], "  "))
+    if x["running_trials"]:
+        print("running trials:")
+        print(aligned(["ID", "WORKER", "HOST", "ELAPSED", "ATTEMPT", "PARAMS"],
+                      [[t["id"], t["worker"], t["host"], duration(t["elapsed_s"]),
+                        t["attempts"], json.dumps(t["params"])] for t in x["running_trials"]],
+                      "  "))
+    if x["error"]:
+        print("error:")
+        print("\n".join("  " + ln for ln in x["error"].rstrip().splitlines()))
+    if (n := status_note(x, url, default)):
+        print(n)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="emews", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("workflow", help="run a hyperparameter search (what `make workflow` calls)")
-    w.add_argument("--pilot", default="bench")
-    w.add_argument("--algo", default="random")
-    w.add_argument("--procs", default="4")
+    # Empty means the default (the Makefile passes every variable, set or not), so that a resume
+    # can tell what was given.
+    w.add_argument("--pilot", default="", help="default bench")
+    w.add_argument("--algo", default="", help="default random")
+    w.add_argument("--procs", default="", help="default 4 (a resume: as its last job)")
     w.add_argument("--budget", default="")
     w.add_argument("--space", default="")
     w.add_argument("--db", default="")
     w.add_argument("--exp", default="")
-    w.add_argument("--mode", default="resident")
+    w.add_argument("--mode", default="", help="resident (default) or app")
     w.add_argument("--timeout", default="")
+    w.add_argument("--opt-timeout", default="",
+                   help="fail if the optimizer sends nothing this many seconds while every "
+                        "worker is idle (default 1800)")
     w.add_argument("--settings", default="")
+    w.add_argument("--resume", default="", metavar="ID",
+                   help="continue experiment ID (interrupted, killed or failed) in a new job")
     w.add_argument("--runs", default="", help="where run directories go (default ./runs or $EMEWS_RUNS)")
     w.set_defaults(func=cmd_workflow)
+    st = sub.add_parser("status", help="the experiments in the store, or one in detail")
+    st.add_argument("id", nargs="?", type=int, help="an experiment id: show it in detail")
+    st.add_argument("--db", default="")
+    st.add_argument("--runs", default="", help="the default store is RUNS/emews.db")
+    st.set_defaults(func=cmd_status)
     q = sub.add_parser("sql", help="run an SQL query against the store")
     q.add_argument("query")
     q.add_argument("--db", default="")
@@ -316,7 +746,11 @@ def main(argv: list[str] | None = None) -> int:
     from emews_py.simulate import add_parser as add_simulate  # imports this module: not at the top
     add_simulate(sub)
     a = ap.parse_args(argv)
-    return a.func(a)
+    try:
+        return a.func(a)
+    except KeyboardInterrupt:   # before the job started (or outside it): nothing to record
+        sys.stderr.write("emews: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from emews_py.store.schema import experiments, trials, utcnow
+from emews_py.store.schema import experiments, segments, trials, utcnow
 from emews_py.trials import OPEN_STATUSES, ExperimentStatus, TrialStatus, objective_or_none
 
 _WHY_CANCELLED = {
     ExperimentStatus.COMPLETED: "the optimizer finished before this trial was needed",
     ExperimentStatus.FAILED: "cancelled: the experiment failed",
+    ExperimentStatus.INTERRUPTED: "cancelled: the experiment was interrupted",
 }
+_WHY_INTERRUPTED = "interrupted: the job stopped before this trial finished; a resume runs it again"
 
 
 def summary(engine: Engine, exp_id: int) -> dict:
@@ -29,27 +31,170 @@ def summary(engine: Engine, exp_id: int) -> dict:
             "experiment": dict(exp) if exp else None}
 
 
+# ---- status (emews status, and any report built on it) -----------------------------------------
+
+STALE_AFTER_S = 30.0   # the driver writes a heartbeat every 5 s; this long without one: its job is gone
+
+
+def _age(now, t) -> float | None:
+    return None if t is None else max(0.0, (now - t).total_seconds())
+
+
+def _span(start, end) -> float:
+    return max(0.0, (end - start).total_seconds()) if start and end else 0.0
+
+
+def experiment_status(engine: Engine, exp_id: int | None = None, now=None) -> list[dict]:
+    """The state of every experiment (or of ``exp_id`` only: a list of one, or empty when the
+    store has no such experiment), read-only, in id order. Each is a dict with the experiment's
+    columns (``id``, ``name``, ``pilot``, ``algorithm``, ``status`` as stored, ``mode``,
+    ``workers``, ``run_dir``, ``started_at``, ``finished_at``, ``error``) and:
+
+    - ``shown``: the status to show: ``stale`` for a ``running`` experiment whose last sign of life
+      (heartbeat, else the start of its latest segment or of the experiment) is older than
+      ``STALE_AFTER_S``: its job is gone (``kill -9``, node lost, time limit) and nobody recorded it;
+    - ``counts`` (trials by status), ``completed``, ``budget`` (``settings->max.budget``),
+      ``running``, ``queued``, ``failed`` (failed + timeout), ``interrupted``;
+    - ``best``: the lowest objective of a completed trial, ``best_trial`` with its id and params;
+    - ``elapsed_s``: the sum over its segments of end - start (an open segment ends now if alive,
+      else at its last heartbeat or trial activity); without segments, started..finished the same way;
+    - ``heartbeat_at``, ``heartbeat_age_s`` (None when no heartbeat was ever written);
+    - ``resumable``: stale, interrupted or failed, with a stored config (schema 0002 on);
+    - ``segments``: [{number, host, pid, procs, workers, run_dir, started_at, ended_at, status,
+      error, elapsed_s}], ``running_trials``: [{id, worker, host, started_at, elapsed_s, attempts,
+      params}] (this one only with ``exp_id``).
+    Times are naive UTC datetimes, ages and spans seconds."""
+    now = now or utcnow()
+    e, t = experiments.c, trials.c
+
+    def where(col):
+        return (lambda q: q.where(col == exp_id)) if exp_id is not None else (lambda q: q)
+    with engine.connect() as c:
+        exps = c.execute(where(e.id)(
+            select(e.id, e.name, e.pilot, e.algorithm, e.status, e.settings, e.run_dir, e.mode,
+                   e.workers, e.started_at, e.finished_at, e.error, e.heartbeat_at,
+                   e.config.is_not(None).label("has_config")).order_by(e.id))).mappings().all()
+        counts = c.execute(where(t.experiment_id)(
+            select(t.experiment_id, t.status, func.count().label("n"),
+                   func.max(t.started_at).label("last_start"),
+                   func.max(t.finished_at).label("last_end"))
+            .group_by(t.experiment_id, t.status))).all()
+        segs = c.execute(where(segments.c.experiment_id)(
+            select(segments).order_by(segments.c.experiment_id, segments.c.number))).mappings().all()
+        if exp_id is not None:
+            best_rows = c.execute(select(t.experiment_id, t.id, t.objective, t.params)
+                                  .where(t.experiment_id == exp_id,
+                                         t.status == TrialStatus.COMPLETED.value,
+                                         t.objective.is_not(None))
+                                  .order_by(t.objective, t.id).limit(1)).all()
+            running = c.execute(select(t.id, t.worker, t.host, t.started_at, t.attempts, t.params)
+                                .where(t.experiment_id == exp_id,
+                                       t.status == TrialStatus.RUNNING.value)
+                                .order_by(t.id)).mappings().all()
+        else:
+            best_rows = c.execute(select(t.experiment_id, func.min(t.objective))
+                                  .where(t.status == TrialStatus.COMPLETED.value,
+                                         t.objective.is_not(None))
+                                  .group_by(t.experiment_id)).all()
+            running = []
+    by_exp: dict[int, dict] = {}
+    activity: dict[int, object] = {}
+    for x, status, n, last_start, last_end in counts:
+        by_exp.setdefault(x, {})[status] = n
+        for v in (last_start, last_end):
+            if v is not None and (activity.get(x) is None or v > activity[x]):
+                activity[x] = v
+    seg_by_exp: dict[int, list] = {}
+    for s in segs:
+        seg_by_exp.setdefault(s["experiment_id"], []).append(dict(s))
+
+    out = []
+    for x in exps:
+        d = {k: x[k] for k in ("id", "name", "pilot", "algorithm", "status", "run_dir", "mode",
+                               "workers", "started_at", "finished_at", "error")}
+        cnt = by_exp.get(x["id"], {})
+        sg = seg_by_exp.get(x["id"], [])
+        last = sg[-1] if sg else None
+        beats = [b for b in (x["heartbeat_at"], last and last["heartbeat_at"]) if b is not None]
+        heartbeat = max(beats) if beats else None
+        signs = beats + [v for v in (last and last["started_at"], x["started_at"]) if v is not None]
+        alive_at = max(signs) if signs else None
+        age = _age(now, alive_at)
+        stale = (x["status"] == ExperimentStatus.RUNNING.value
+                 and (age is None or age > STALE_AFTER_S))
+        live = x["status"] == ExperimentStatus.RUNNING.value and not stale
+        act = activity.get(x["id"])
+
+        def end_of(start, ended, beats, until=None):
+            """When a span ended: ``ended``; if open: now while alive, else its last sign of
+            life (heartbeat, trial activity) before ``until`` (the next segment's start)."""
+            if ended is not None:
+                return ended
+            if live and until is None:
+                return now
+            later = [v for v in (*beats, act) if v is not None and start and v >= start
+                     and (until is None or v <= until)]
+            return max(later) if later else start
+        for i, s in enumerate(sg):
+            nxt = sg[i + 1]["started_at"] if i + 1 < len(sg) else None
+            s["elapsed_s"] = _span(s["started_at"], end_of(
+                s["started_at"], s["ended_at"],
+                (s["heartbeat_at"], x["heartbeat_at"] if nxt is None else None), nxt))
+        elapsed = (sum(s["elapsed_s"] for s in sg) if sg else
+                   _span(x["started_at"], end_of(x["started_at"], x["finished_at"], beats)))
+        settings = x["settings"] if isinstance(x["settings"], dict) else {}
+        if exp_id is not None:
+            best_trial = ({"id": best_rows[0].id, "objective": best_rows[0].objective,
+                           "params": best_rows[0].params} if best_rows else None)
+            best = best_trial and best_trial["objective"]
+        else:
+            best_trial = None
+            best = next((b for i, b in best_rows if i == x["id"]), None)
+        d.update(
+            shown="stale" if stale else x["status"], counts=cnt,
+            completed=cnt.get(TrialStatus.COMPLETED.value, 0), budget=settings.get("max.budget"),
+            running=cnt.get(TrialStatus.RUNNING.value, 0),
+            queued=cnt.get(TrialStatus.QUEUED.value, 0),
+            failed=cnt.get(TrialStatus.FAILED.value, 0) + cnt.get(TrialStatus.TIMEOUT.value, 0),
+            interrupted=cnt.get(TrialStatus.INTERRUPTED.value, 0),
+            best=best, best_trial=best_trial, elapsed_s=elapsed,
+            heartbeat_at=heartbeat, heartbeat_age_s=_age(now, heartbeat), alive_age_s=age,
+            stale=stale, has_config=bool(x["has_config"]),
+            resumable=bool(x["has_config"]) and (stale or x["status"] in (
+                ExperimentStatus.INTERRUPTED.value, ExperimentStatus.FAILED.value)),
+            segments=sg,
+            running_trials=[dict(r, elapsed_s=_age(now, r["started_at"])) for r in running])
+        out.append(d)
+    return out
+
+
 def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error: str | None = None,
                    final_message: str | None = None, why_cancelled: str | None = None,
-                   running_as: TrialStatus = TrialStatus.CANCELLED,
-                   why_running: str | None = None) -> int:
+                   running_as: TrialStatus | None = None, why_running: str | None = None,
+                   open_as: TrialStatus = TrialStatus.CANCELLED,
+                   segment_status: str | None = None) -> int:
     """End an experiment in one transaction: every trial of it still queued or running becomes
-    ``cancelled`` (``error`` = ``why_cancelled``, by default a reason that follows from ``status``;
-    ``finished_at`` = now), and the experiment gets ``status``, ``finished_at``, ``error`` and
-    ``final_message``. Returns how many trials were closed. The driver's normal end and failure,
-    and the CLI's post-mortem of a job that died under the driver, all end experiments here.
+    ``open_as`` (``cancelled``, or ``interrupted`` when the job was stopped: a resume runs those
+    again), with ``error`` = ``why_cancelled`` (by default a reason that follows from ``status``)
+    and ``finished_at`` = now; the experiment gets ``status``, ``finished_at``, ``error`` and
+    ``final_message``; its open segment (``ended_at`` NULL) gets ``ended_at`` = now, ``error`` and
+    ``segment_status`` (default: the experiment's status; the CLI's post-mortem says ``killed``).
+    Returns how many trials were closed. The driver's normal end, failure and clean stop, and the
+    CLI's post-mortem of a job that died under the driver, all end experiments here.
 
-    ``running_as``: the post-mortem closes a trial that was *running* when the MPI job died as
-    ``failed`` (it died with the job, most likely its cause), with ``why_running``."""
+    ``running_as``: a trial that was *running* becomes this instead (with ``why_running``);
+    default: the same as the queued ones."""
     status = ExperimentStatus(status)
     if status is ExperimentStatus.RUNNING:
-        raise ValueError(f"end_experiment({exp_id}): an experiment ends as completed or failed, "
-                         f"not {status.value!r}")
-    why = why_cancelled if why_cancelled is not None else _WHY_CANCELLED[status]
+        raise ValueError(f"end_experiment({exp_id}): an experiment ends as completed, failed or "
+                         f"interrupted, not {status.value!r}")
+    open_as = TrialStatus(open_as)
+    why = why_cancelled if why_cancelled is not None else (
+        _WHY_CANCELLED[status] if open_as is TrialStatus.CANCELLED else _WHY_INTERRUPTED)
     now = utcnow()
     with engine.begin() as c:
         n = 0
-        if running_as is not TrialStatus.CANCELLED:
+        if running_as is not None and TrialStatus(running_as) is not open_as:
             n += c.execute(update(trials)
                            .where(trials.c.experiment_id == exp_id,
                                   trials.c.status == TrialStatus.RUNNING.value)
@@ -57,11 +202,15 @@ def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error:
                                    error=why_running or why, finished_at=now)).rowcount
         n += c.execute(update(trials)
                       .where(trials.c.experiment_id == exp_id, trials.c.status.in_(OPEN_STATUSES))
-                      .values(status=TrialStatus.CANCELLED.value, error=why, finished_at=now)).rowcount
+                      .values(status=open_as.value, error=why, finished_at=now)).rowcount
         c.execute(update(experiments).where(experiments.c.id == exp_id)
                   .values(status=status.value, finished_at=now, error=error,
                           final_message=final_message))
+        c.execute(update(segments).where(segments.c.experiment_id == exp_id,
+                                         segments.c.ended_at.is_(None))
+                  .values(status=segment_status or status.value, ended_at=now, error=error))
     return n
+
 
 def history(engine: Engine, exp_id: int) -> dict | None:
     """What an optimizer may reuse of an earlier experiment (the EQ ``history`` message, mlrMBO's
