@@ -46,6 +46,15 @@ COLUMNS_0_1_0 = {
 }
 INDEXES_0_1_0 = {"ix_trials_experiment": ("trials", ["experiment_id", "status"]),
                  "ix_events_trial": ("events", ["trial_id"])}
+# What 0003 added (campaigns: segments, the EQ transcript, heartbeats, attempts).
+TABLES_0003 = {
+    "segments": ["id", "experiment_id", "number", "run_dir", "host", "pid", "procs", "workers",
+                 "started_at", "heartbeat_at", "ended_at", "status", "error"],
+    "eq_messages": ["id", "experiment_id", "seq", "direction", "payload", "at"],
+}
+INDEXES_0003 = {"ix_segments_experiment": ("segments", ["experiment_id", "number"]),
+                "ix_eq_messages_experiment": ("eq_messages", ["experiment_id", "seq"])}
+ADDED_0003 = {"experiments": "heartbeat_at", "trials": "attempts"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -75,10 +84,12 @@ def as_dt(v):
 
 
 def columns(url: str) -> dict[str, list[str]]:
+    """The columns of every table the store has (alembic_version aside)."""
     eng = create_engine(url)
     try:
         insp = inspect(eng)
-        return {t: [c["name"] for c in insp.get_columns(t)] for t in COLUMNS_0_1_0}
+        return {t: [c["name"] for c in insp.get_columns(t)] for t in insp.get_table_names()
+                if t != "alembic_version"}
     finally:
         eng.dispose()
 
@@ -87,20 +98,35 @@ def indexes(url: str) -> dict[str, tuple[str, list[str]]]:
     eng = create_engine(url)
     try:
         insp = inspect(eng)
-        return {i["name"]: (t, i["column_names"]) for t in COLUMNS_0_1_0
+        return {i["name"]: (t, i["column_names"]) for t in insp.get_table_names()
                 for i in insp.get_indexes(t)}
     finally:
         eng.dispose()
 
 
+def schema_0002() -> tuple[dict, dict]:
+    """(columns, indexes) at 0002: 0.1.0's plus experiments.config and events (trial_id, kind)."""
+    cols = {t: list(c) for t, c in COLUMNS_0_1_0.items()}
+    cols["experiments"].append("config")
+    return cols, {**INDEXES_0_1_0, "ix_events_trial_kind": ("events", ["trial_id", "kind"])}
+
+
 def check_head_schema(url: str) -> None:
-    """The schema at SCHEMA_VERSION: 0.1.0's columns (users query them) plus what 0002 added."""
-    assert sql(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0002"}]
-    want = {t: list(cols) for t, cols in COLUMNS_0_1_0.items()}
-    want["experiments"].append("config")
-    assert columns(url) == want
-    assert indexes(url) == {**INDEXES_0_1_0,
-                            "ix_events_trial_kind": ("events", ["trial_id", "kind"])}
+    """The schema at SCHEMA_VERSION: 0.1.0's columns (users query them) plus what 0002 and 0003
+    added."""
+    assert sql(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0003"}]
+    cols, idx = schema_0002()
+    for t, c in ADDED_0003.items():
+        cols[t].append(c)
+    assert columns(url) == {**cols, **TABLES_0003}
+    assert indexes(url) == {**idx, **INDEXES_0003}
+
+
+def drop_0003(rows: dict) -> dict:
+    """``dump`` rows without the columns 0003 added (NULL for rows written before it)."""
+    for t, c in ADDED_0003.items():
+        assert all(r.pop(c) is None for r in rows[t])
+    return rows
 
 
 # ---- schema versions ---------------------------------------------------------------------------
@@ -110,7 +136,7 @@ def test_a_new_database_is_created_at_head_and_matches_schema_py(url):
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     assert ScriptDirectory.from_config(store.engine.alembic_config()).get_heads() == \
-        [store.SCHEMA_VERSION] == ["0002"]
+        [store.SCHEMA_VERSION] == ["0003"]
     eng = store.init_db(url)
     check_head_schema(url)
     assert store.schema_version(eng) == store.SCHEMA_VERSION
@@ -140,7 +166,8 @@ def test_the_migrations_are_installed_with_the_package():
     assert "alembic" in cfg["options"]["install_requires"]
     assert (store.engine.MIGRATIONS / "script.py.mako").is_file()
     assert sorted(p.name for p in (store.engine.MIGRATIONS / "versions").glob("0*.py")) == [
-        "0001_release_0_1_0.py", "0002_experiment_config_event_kind_index.py"]
+        "0001_release_0_1_0.py", "0002_experiment_config_event_kind_index.py",
+        "0003_segments_transcript_heartbeat.py"]
 
 
 def test_a_release_0_1_0_database_file_upgrades_with_no_data_lost(tmp_path):
@@ -163,7 +190,7 @@ def test_a_release_0_1_0_database_file_upgrades_with_no_data_lost(tmp_path):
 
     eng = store.init_db(url)
     check_head_schema(url)
-    after = dump(url)
+    after = drop_0003(dump(url))
     assert [e.pop("config") for e in after["experiments"]] == [None, None]
     assert after == before
     rows = sql(url, "PRAGMA foreign_key_check")
@@ -187,7 +214,7 @@ def test_a_store_made_by_release_0_1_0_upgrades_on_each_backend(url):
     assert [len(before[t]) for t in COLUMNS_0_1_0] == [2, 8, 4, 2]
     store.init_db(url).dispose()
     check_head_schema(url)
-    after = dump(url)
+    after = drop_0003(dump(url))
     assert [e.pop("config") for e in after["experiments"]] == [None, None]
     assert after == before
 
@@ -223,6 +250,7 @@ def test_revision_0002_is_the_one_migration_that_adds_experiments_config(url):
     assert store.schema_version(url) == "0001"
     assert columns(url) == COLUMNS_0_1_0 and indexes(url) == INDEXES_0_1_0
     after = dump(url)
+    drop_0003(before)
     before["experiments"][0].pop("config")
     assert after == before
     if url.startswith("sqlite"):
@@ -231,6 +259,62 @@ def test_revision_0002_is_the_one_migration_that_adds_experiments_config(url):
     store.migrate(url)
     check_head_schema(url)
     assert sql(url, "SELECT config FROM experiments") == [{"config": None}]
+
+
+def test_revision_0003_adds_segments_the_transcript_heartbeats_and_attempts(url):
+    """Up from 0002 adds the two tables and two columns, keeping every row (the new columns NULL);
+    down to 0002 removes exactly them, keeping every other row; up again works."""
+    store.migrate(url, "0002")
+    assert store.schema_version(url) == "0002"
+    cols, idx = schema_0002()
+    assert columns(url) == cols and indexes(url) == idx
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(text("INSERT INTO experiments (name, pilot, algorithm, status, config) "
+                       "VALUES ('old', 'bench', 'random', 'running', '{\"procs\": 3}')"))
+        c.execute(text("INSERT INTO trials (experiment_id, params, status, objective) "
+                       "VALUES (1, '{\"x\": 1}', 'completed', 0.5)"))
+    eng.dispose()
+    before = dump(url)
+
+    store.init_db(url).dispose()   # what any run does: upgrade to head
+    check_head_schema(url)
+    assert drop_0003(dump(url)) == before
+    w = store.Writer(store.init_db(url))
+    e = w.create_experiment(name="new", pilot="bench", algorithm="random")
+    w.flush()
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(text("UPDATE experiments SET heartbeat_at = :t, status = 'interrupted' "
+                       "WHERE id = 1"), {"t": dt.datetime(2026, 11, 29, 13, 0, 5)})
+        c.execute(text("UPDATE trials SET attempts = 2 WHERE id = 1"))
+        c.execute(text("INSERT INTO segments (experiment_id, number, run_dir, host, pid, procs, "
+                       "workers, started_at, heartbeat_at, ended_at, status) VALUES (1, 1, '/r', "
+                       "'node1', 42, 4, 3, :a, :b, :b, 'interrupted')"),
+                  {"a": dt.datetime(2026, 11, 29, 13), "b": dt.datetime(2026, 11, 29, 13, 0, 5)})
+        c.execute(text("INSERT INTO eq_messages (experiment_id, seq, direction, payload, at) "
+                       "VALUES (1, 1, 'in', 'Params', :a), (1, 2, 'out', '{\"ids\": []}', :a)"),
+                  {"a": dt.datetime(2026, 11, 29, 13)})
+    eng.dispose()
+    seg = sql(url, "SELECT number, host, procs, status, started_at, ended_at FROM segments")[0]
+    assert (seg["number"], seg["host"], seg["procs"], seg["status"]) == (1, "node1", 4, "interrupted")
+    assert as_dt(seg["ended_at"]) - as_dt(seg["started_at"]) == dt.timedelta(seconds=5)
+    assert [r["direction"] for r in sql(url, "SELECT direction FROM eq_messages ORDER BY seq")] \
+        == ["in", "out"]
+    assert sql(url, "SELECT attempts FROM trials") == [{"attempts": 2}]
+
+    store.migrate(url, "0002", downgrade=True)
+    assert store.schema_version(url) == "0002"
+    assert columns(url) == cols and indexes(url) == idx
+    after = dump(url)
+    assert [x["name"] for x in after["experiments"]] == ["old", "new"] and e == 2
+    assert after["trials"] == before["trials"]
+    assert after["experiments"][0] == dict(before["experiments"][0], status="interrupted")
+    if url.startswith("sqlite"):
+        assert sql(url, "PRAGMA foreign_key_check") == []
+    store.migrate(url)
+    check_head_schema(url)
+    assert sql(url, "SELECT COUNT(*) AS n FROM segments") == [{"n": 0}]
 
 
 def test_experiments_started_together_create_a_fresh_database_once(url):
@@ -389,14 +473,53 @@ def test_end_experiment_cancels_the_open_trials_and_ends_it_in_one_step(url):
     exp = sql(url, "SELECT status, final_message, error FROM experiments WHERE id = :e", e=other)[0]
     assert exp == {"status": "completed", "final_message": '{"best": 2}', "error": None}
     assert store.end_experiment(eng, other, "completed") == 0  # nothing left open
-    with pytest.raises(ValueError, match="completed or failed"):
+    with pytest.raises(ValueError, match="completed, failed or interrupted"):
         store.end_experiment(eng, e, ExperimentStatus.RUNNING)
+    eng.dispose()
+
+
+def test_end_experiment_as_interrupted_keeps_open_trials_resumable_and_ends_the_segment(url):
+    """The post-mortem of a stopped job: queued and running trials become ``interrupted`` (a
+    resume runs them again), the open segment ends with the status given; an earlier, ended
+    segment and finished trials are not touched."""
+    eng = store.init_db(url)
+    w = store.Writer(eng)
+    e = w.create_experiment(name="stop", pilot="bench", algorithm="random")
+    done, running, queued = w.add_trials(e, [{"x": 1}, {"x": 2}, {"x": 3}], submitted=0.0)
+    t = Trial(done, {"x": 1}, 0.0)
+    t.finish(Result(done, TrialStatus.COMPLETED, 4.0, 5.0, 1, "h", objective=1.0))
+    w.trial_changed(t)
+    t = Trial(running, {"x": 2}, 0.0)
+    t.start(1, "h", 4.0)
+    w.trial_changed(t)
+    w.flush()
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO segments (experiment_id, number, started_at, ended_at, status) "
+                       "VALUES (:e, 1, :a, :a, 'killed'), (:e, 2, :a, NULL, 'running')"),
+                  {"e": e, "a": dt.datetime(2026, 11, 29, 13)})
+    engine.dispose()
+    t0 = store.utcnow()
+    n = store.end_experiment(eng, e, ExperimentStatus.INTERRUPTED, error="stopped: SIGKILL",
+                             open_as=TrialStatus.INTERRUPTED, segment_status="killed")
+    assert n == 2
+    rows = {r["id"]: r for r in sql(url, "SELECT id, status, error FROM trials")}
+    assert rows[done]["status"] == "completed" and rows[done]["error"] is None
+    for tid in (running, queued):
+        assert rows[tid]["status"] == "interrupted" and "resume runs it again" in rows[tid]["error"]
+    assert sql(url, "SELECT status, error FROM experiments WHERE id = :e", e=e) == \
+        [{"status": "interrupted", "error": "stopped: SIGKILL"}]
+    segs = sql(url, "SELECT number, status, ended_at, error FROM segments ORDER BY number")
+    assert [(s["number"], s["status"]) for s in segs] == [(1, "killed"), (2, "killed")]
+    assert as_dt(segs[0]["ended_at"]) == dt.datetime(2026, 11, 29, 13) and segs[0]["error"] is None
+    assert t0 <= as_dt(segs[1]["ended_at"]) <= store.utcnow()
+    assert segs[1]["error"] == "stopped: SIGKILL"
     eng.dispose()
 
 
 def test_a_new_column_is_one_generated_revision(tmp_path):
     """The developer's path in docs/store.md, on a copy of the package: add a column to
-    schema.py, generate the revision, set SCHEMA_VERSION; a store at 0002 then upgrades to it."""
+    schema.py, generate the revision, set SCHEMA_VERSION; a store at 0003 then upgrades to it."""
     pkg = tmp_path / "emews_py"
     shutil.copytree(ROOT / "emews_py", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     schema = pkg / "store" / "schema.py"
@@ -406,7 +529,7 @@ def test_a_new_column_is_one_generated_revision(tmp_path):
     schema.write_text(src.replace(anchor, anchor + "    segment = Column(Integer)\n"))
     env = {"PYTHONPATH": str(tmp_path), "PATH": ""}
     db = f"sqlite:///{tmp_path / 'emews.db'}"
-    store.init_db(db).dispose()  # a store at 0002, made by this code
+    store.init_db(db).dispose()  # a store at 0003, made by this code
 
     def cli(*args):
         p = subprocess.run([sys.executable, "-m", "emews_py.store.migrations", *args], cwd=tmp_path,
@@ -414,19 +537,19 @@ def test_a_new_column_is_one_generated_revision(tmp_path):
         assert p.returncode == 0, p.stdout + p.stderr
         return p.stdout.strip()
     cli("revision", "add trials.segment", "--autogenerate")
-    (rev,) = (pkg / "store" / "migrations" / "versions").glob("0003_*.py")
-    assert rev.name == "0003_add_trials_segment.py"
+    (rev,) = (pkg / "store" / "migrations" / "versions").glob("0004_*.py")
+    assert rev.name == "0004_add_trials_segment.py"
     body = rev.read_text()
-    assert "down_revision = '0002'" in body
+    assert "down_revision = '0003'" in body
     assert "batch_op.add_column(sa.Column('segment', sa.Integer()" in body
     assert "batch_op.drop_column('segment')" in body
-    schema.write_text(schema.read_text().replace('SCHEMA_VERSION = "0002"', 'SCHEMA_VERSION = "0003"'))
-    assert cli("current", db) == "0002"
-    assert cli("upgrade", db) == "0003"
+    schema.write_text(schema.read_text().replace('SCHEMA_VERSION = "0003"', 'SCHEMA_VERSION = "0004"'))
+    assert cli("current", db) == "0003"
+    assert cli("upgrade", db) == "0004"
     assert "segment" in columns(db)["trials"]
-    assert cli("downgrade", db, "0002") == "0002"
+    assert cli("downgrade", db, "0003") == "0003"
     assert "segment" not in columns(db)["trials"]
-    # This code (which knows 0002 only) refuses the store once the copy has upgraded it.
+    # This code (which knows 0003 only) refuses the store once the copy has upgraded it.
     cli("upgrade", db)
     with pytest.raises(store.SchemaTooNew):
         store.init_db(db)
