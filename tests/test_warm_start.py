@@ -102,7 +102,7 @@ def test_warm_start_skips_the_design_and_reuses_every_finished_trial(first):
     e2 = _exp(d, p)
     out = output(p)
     assert f"warm start from experiment {e1['id']}: {n1} points (0 dropped)" in out
-    # the default design for budget 4 is 2 points: the 10 warm points take its place, so the
+    # the default design for budget 4 is 4 points: the 10 warm points take its place, so the
     # one batch this run submits is model-based, and the budget counts only its own trials
     assert "design 0 (+ 10 warm-start points)" in out
     t2 = query(d, "SELECT id, status, objective, params FROM trials WHERE experiment_id = :e", e=e2["id"])
