@@ -49,7 +49,8 @@ class Driver:
             workers=self.n_workers, config=json.loads(cfg.to_json()))
         self.trials: dict[int, Trial] = {}
         self.sched = Scheduler(list(range(1, self.n_workers + 1)), stuck_after(cfg.timeout))
-        self.proto = Protocol(cfg.algo_file, cfg.settings, cfg.space_json, cfg.impute)
+        self.proto = Protocol(cfg.algo_file, cfg.settings, cfg.space_json, cfg.impute,
+                              history=lambda i: store.queries.history(self.engine, i))
         self.optimizer = Supervisor(cfg.endpoint, cfg.algo_file, cfg.run_dir)
         self.models = ModelKeeper(self.writer, cfg.keep_models)
         self.sends = Sends(comm)
