@@ -305,8 +305,10 @@ def opt_timeout_of(a: argparse.Namespace, default: float = RunConfig.opt_timeout
         if a.opt_timeout else default
 
 
-def default_db(a: argparse.Namespace) -> str:
-    """DB as given, else the default store (RUNS/emews.db)."""
+def default_db(a: argparse.Namespace | None = None) -> str:
+    """DB as given, else the default store (RUNS/emews.db); with no arguments, the store a plain
+    `make workflow` here uses (resume hints name DB only when it is another one)."""
+    a = a or argparse.Namespace(db="", runs="")
     runs_root = Path(getattr(a, "runs", "") or os.environ.get("EMEWS_RUNS", "runs")).resolve()
     return a.db or f"sqlite:///{runs_root / 'emews.db'}"
 
@@ -359,7 +361,7 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rc, signaled = run_job(cmd, env)
     if rc != 0:
-        mark_abandoned(cfg, rc, signaled, default_db(a))
+        mark_abandoned(cfg, rc, signaled, default_db())
     return rc
 
 
@@ -617,7 +619,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     from emews_py.store import SCHEMA_VERSION, experiments
     from emews_py.store.engine import current_version, shown_url
     from emews_py.store.queries import experiment_status
-    url, default = default_db(a), default_db(argparse.Namespace(db="", runs=getattr(a, "runs", "")))
+    url, default = default_db(a), default_db()
     where = shown_url(url)
     try:
         eng = sql_engine(url, write=False)

@@ -1,0 +1,305 @@
+"""Campaigns from the user's side (issue 8 items 1-3): `emews status` over real runs, the CLI's
+post-mortem when a job dies under the driver or is stopped, and `--resume` refusals. Faults are
+real: SIGKILL to a whole job's process group, to rank 0 only, SIGTERM to the CLI only."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from emews_py.store import init_db
+from emews_py.store.queries import STALE_AFTER_S
+from helpers import EMEWS, ROOT, json_space, output, query, run_workflow
+
+
+def status(runs: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EMEWS, "status", *args, "--db", f"sqlite:///{runs / 'emews.db'}"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def rows_of(listing: str) -> dict[str, dict[str, str]]:
+    """`emews status` as {id: {column: value}} (columns split on runs of 2+ spaces)."""
+    lines = listing.splitlines()
+    head = re.split(r"\s{2,}", lines[0].strip())
+    out = {}
+    for ln in lines[1:]:
+        if not ln.strip():
+            break
+        cells = re.split(r"\s{2,}", ln.strip())
+        out[cells[0]] = dict(zip(head, cells))
+    return out
+
+
+def sleepy_space(tmp_path: Path, sleep: float) -> Path:
+    return json_space(tmp_path / "sleepy.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
+        {"id": "sleep", "type": "discrete", "values": [sleep]}])
+
+
+def start_job(runs: Path, *args: str) -> subprocess.Popen:
+    """`emews workflow` in its own session (as a batch job is), output to files in ``runs``."""
+    runs.mkdir(exist_ok=True)
+    return subprocess.Popen([EMEWS, "workflow", "--runs", str(runs), *args], cwd=ROOT,
+                            stdout=open(runs / "out.txt", "w"), stderr=open(runs / "err.txt", "w"),
+                            text=True, start_new_session=True)
+
+
+def job_output(runs: Path) -> str:
+    return (runs / "out.txt").read_text() + (runs / "err.txt").read_text()
+
+
+def wait_for_completed(runs: Path, n: int, proc: subprocess.Popen, limit: float = 90) -> None:
+    end = time.time() + limit
+    while time.time() < end:
+        assert proc.poll() is None, job_output(runs)
+        try:
+            done = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"]
+        except Exception:  # noqa: BLE001 - the store is being created
+            done = 0
+        if done >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"fewer than {n} trials completed in {limit} s:\n{job_output(runs)}")
+
+
+def job_pids(run_dir: Path) -> dict[int, dict]:
+    """The processes of the job whose config is in ``run_dir``: {pid: environment}."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            if str(run_dir / "config.json").encode() in cmd:
+                env = dict(kv.split("=", 1) for kv in (d / "environ").read_bytes().decode(
+                    errors="replace").split("\0") if "=" in kv)
+                found[int(d.name)] = env
+        except OSError:
+            continue
+    return found
+
+
+def gone(run_dir: Path, limit: float = 15) -> bool:
+    end = time.time() + limit
+    while time.time() < end:
+        if not job_pids(run_dir):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def the_run_dir(runs: Path) -> Path:
+    (d,) = [p for p in runs.iterdir() if p.is_dir()]
+    return d
+
+
+# ---- a completed run ---------------------------------------------------------------------------
+
+def test_status_of_a_completed_run_lists_counts_budget_and_best(tmp_path):
+    p = run_workflow(tmp_path, "--algo", "py_random", "--procs", "3", "--budget", "8")
+    assert p.returncode == 0, output(p)
+    best = query(tmp_path, "SELECT id, objective, params FROM trials WHERE status = 'completed' "
+                           "ORDER BY objective LIMIT 1")[0]
+
+    s = status(tmp_path)
+    assert s.returncode == 0, s.stderr
+    row = rows_of(s.stdout)["1"]
+    assert (row["NAME"], row["STATUS"], row["TRIALS"], row["RUNNING"], row["FAILED"],
+            row["INTERRUPTED"]) == ("bench-py_random", "completed", "8/8", "0", "0", "0")
+    assert float(row["BEST"]) == pytest.approx(best["objective"], rel=1e-5)
+    assert re.fullmatch(r"\d+s", row["ELAPSED"]), row
+    assert "RESUME" not in s.stdout          # nothing to resume
+
+    d = status(tmp_path, "1")
+    assert d.returncode == 0, d.stderr
+    assert "experiment 1 'bench-py_random'" in d.stdout
+    assert re.search(r"status\s+completed", d.stdout)
+    assert re.search(r"trials\s+8 completed of 8 \(budget\); 0 running", d.stdout)
+    params = json.loads(best["params"])
+    assert f"trial {best['id']}: objective" in d.stdout and json.dumps(params) in d.stdout
+    assert str(the_run_dir(tmp_path)) in d.stdout
+
+    # Refusals of --resume: one paragraph, exit 2, nothing started.
+    for args, words in [(["--resume", "1"], ["completed", "nothing to resume", "warm.start = 1"]),
+                        (["--resume", "9"], ["no experiment 9", "experiments are 1 to 1", "--db"]),
+                        (["--resume", "x"], ["RESUME='x'", "whole number"]),
+                        (["--opt-timeout", "soon"], ["OPT_TIMEOUT='soon'", "greater than 0"])]:
+        r = run_workflow(tmp_path, *args, timeout=60)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and err.startswith("emews: error:") and "\n" not in err, output(r)
+        assert all(w in err for w in words), err
+        assert "Traceback" not in output(r)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1   # no new run directory
+    assert query(tmp_path, "SELECT COUNT(*) AS n FROM experiments")[0]["n"] == 1
+
+    # An experiment recorded before schema 0002 has no config: it cannot be resumed.
+    eng = create_engine(f"sqlite:///{tmp_path / 'emews.db'}")
+    with eng.begin() as c:
+        c.execute(text("INSERT INTO experiments (name, pilot, algorithm, status, started_at) "
+                       "VALUES ('old', 'bench', 'random', 'interrupted', :t)"),
+                  {"t": dt.datetime(2026, 1, 1)})
+    eng.dispose()
+    r = run_workflow(tmp_path, "--resume", "2", timeout=60)
+    assert r.returncode == 2 and "before schema version 0002" in r.stderr, output(r)
+    assert "warm.start = 2" in r.stderr
+
+
+def test_status_of_an_empty_or_missing_store_is_one_line(tmp_path):
+    s = status(tmp_path)
+    assert s.returncode == 2 and "does not exist" in s.stderr and len(s.stderr.splitlines()) == 1
+    assert not (tmp_path / "emews.db").exists()
+    init_db(f"sqlite:///{tmp_path / 'emews.db'}").dispose()
+    s = status(tmp_path)
+    assert s.returncode == 1 and s.stderr.strip().endswith("has no experiments yet"), s.stderr
+    s = status(tmp_path, "3")
+    assert s.returncode == 1 and len(s.stderr.splitlines()) == 1, s.stderr
+
+
+def test_elapsed_sums_the_segments_and_a_stale_one_stops_at_its_last_heartbeat(tmp_path):
+    """A store as three jobs of one campaign leave it: two ended segments (100 s, 50 s) and a
+    third killed 10 s after its start, whose last heartbeat is long past."""
+    url = f"sqlite:///{tmp_path / 'emews.db'}"
+    init_db(url).dispose()
+    t0 = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(hours=1)
+    s = dt.timedelta(seconds=1)
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(text("INSERT INTO experiments (name, pilot, algorithm, status, started_at, "
+                       "heartbeat_at, settings, config) VALUES ('camp', 'bench', 'mlrMBO', "
+                       "'running', :t0, :hb, '{\"max.budget\": 30}', '{}')"),
+                  {"t0": t0, "hb": t0 + 1010 * s})
+        c.execute(text("INSERT INTO segments (experiment_id, number, host, pid, procs, started_at, "
+                       "heartbeat_at, ended_at, status) VALUES "
+                       "(1, 1, 'n1', 11, 4, :a, :a, :b, 'interrupted'), "
+                       "(1, 2, 'n2', 22, 8, :c, NULL, :d, 'killed'), "
+                       "(1, 3, 'n3', 33, 8, :e, :f, NULL, 'running')"),
+                  {"a": t0, "b": t0 + 100 * s, "c": t0 + 500 * s, "d": t0 + 550 * s,
+                   "e": t0 + 1000 * s, "f": t0 + 1010 * s})
+        c.execute(text("INSERT INTO trials (experiment_id, params, status, objective, started_at) "
+                       "VALUES (1, '{\"x\": 1}', 'completed', 2.5, :a), "
+                       "(1, '{\"x\": 2}', 'running', NULL, :b)"),
+                  {"a": t0 + 10 * s, "b": t0 + 1005 * s})
+    eng.dispose()
+    p = status(tmp_path)
+    row = rows_of(p.stdout)["1"]
+    assert (row["STATUS"], row["TRIALS"], row["RUNNING"], row["BEST"], row["ELAPSED"]) == \
+        ("stale", "1/30", "1", "2.5", "2m40s")                      # 100 + 50 + 10 s
+    assert "experiment 1 is stale" in p.stdout
+    assert f"make workflow RESUME=1 DB=sqlite:///{tmp_path / 'emews.db'}" in p.stdout
+    d = status(tmp_path, "1").stdout
+    assert re.search(r"elapsed\s+2m40s over 3 segments", d), d
+    assert re.search(r"3\s+n3\s+33\s+8\s+.*UTC\s+-\s+10s\s+running", d), d
+    assert re.search(r"2\s+n2\s+22\s+8\s+.*UTC\s+.*UTC\s+50s\s+killed", d), d
+    assert "running trials:" in d and '{"x": 2}' in d
+
+
+# ---- jobs that die ------------------------------------------------------------------------------
+
+def test_kill_9_of_the_whole_job_leaves_running_then_status_says_stale(tmp_path):
+    """SIGKILL to the job's process group (the CLI, mpiexec; the ranks go with mpiexec): nothing
+    can record it, the store still says running; `emews status` shows it alive at first, then
+    stale with the resume command once STALE_AFTER_S passed without a sign of life."""
+    space = sleepy_space(tmp_path, 0.3)
+    runs = tmp_path / "runs"
+    proc = start_job(runs, "--algo", "py_random", "--procs", "3", "--budget", "200",
+                     "--space", str(space))
+    wait_for_completed(runs, 3, proc)
+    run_dir = the_run_dir(runs)
+    assert job_pids(run_dir)
+    os.killpg(proc.pid, signal.SIGKILL)
+    killed_at = time.time()
+    proc.wait(10)
+    assert gone(run_dir), job_pids(run_dir)   # no rank or trial outlives the job
+    exp = query(runs, "SELECT status, finished_at FROM experiments")[0]
+    assert exp == {"status": "running", "finished_at": None}
+
+    # Still within STALE_AFTER_S of its last sign of life: shown as running, and a resume is
+    # refused (it might be alive), saying where it runs.
+    fresh = status(runs)
+    assert rows_of(fresh.stdout)["1"]["STATUS"] in ("running", "stale"), fresh.stdout
+    if rows_of(fresh.stdout)["1"]["STATUS"] == "running":
+        r = run_workflow(runs, "--resume", "1", timeout=60)
+        assert r.returncode == 2 and "still running" in r.stderr, output(r)
+
+    time.sleep(max(0.0, killed_at + STALE_AFTER_S + 1 - time.time()))
+    s = status(runs)
+    assert s.returncode == 0, s.stderr
+    row = rows_of(s.stdout)["1"]
+    done = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"]
+    assert row["STATUS"] == "stale" and row["TRIALS"] == f"{done}/200", s.stdout
+    assert f"make workflow RESUME=1 DB=sqlite:///{runs / 'emews.db'}" in s.stdout
+    assert f"emews workflow --resume 1 --db sqlite:///{runs / 'emews.db'}" in s.stdout
+    d = status(runs, "1")
+    assert re.search(r"status\s+stale: the store says running, but its job has given no sign "
+                     r"of life for", d.stdout), d.stdout
+    # A resume must see what the optimizer saw: a new budget is refused, pointing to warm.start.
+    r = run_workflow(runs, "--resume", "1", "--budget", "300", timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "\n" not in err and "BUDGET='300'" in err, output(r)
+    assert "diverge" in err and "warm.start = 1" in err
+
+
+def test_kill_9_of_rank_0_only_the_cli_records_the_experiment_failed(tmp_path):
+    """The MPI job dies under the driver: the CLI survives it, marks the experiment failed, its
+    unfinished trials interrupted (a resume runs them), and says how to resume."""
+    space = sleepy_space(tmp_path, 0.3)
+    runs = tmp_path / "runs"
+    proc = start_job(runs, "--algo", "py_random", "--procs", "3", "--budget", "200",
+                     "--space", str(space))
+    wait_for_completed(runs, 3, proc)
+    run_dir = the_run_dir(runs)
+    (rank0,) = [pid for pid, env in job_pids(run_dir).items() if env.get("PMI_RANK") == "0"]
+    os.kill(rank0, signal.SIGKILL)
+    rc = proc.wait(60)
+    out = job_output(runs)
+    assert rc != 0, out
+    assert gone(run_dir), job_pids(run_dir)
+    exp = query(runs, "SELECT status, error, finished_at FROM experiments")[0]
+    assert exp["status"] == "failed" and "ended abnormally" in exp["error"], out
+    assert exp["finished_at"] is not None
+    trials = query(runs, "SELECT status, error FROM trials")
+    assert {t["status"] for t in trials} <= {"completed", "interrupted"}
+    assert any(t["status"] == "interrupted" for t in trials)
+    assert all("resume runs it again" in t["error"] for t in trials if t["status"] == "interrupted")
+    assert f"make workflow RESUME=1 DB=sqlite:///{runs / 'emews.db'}" in out, out
+    assert "Traceback" not in (runs / "err.txt").read_text().split("[emews] experiment 1")[-1]
+    s = status(runs)
+    assert rows_of(s.stdout)["1"]["STATUS"] == "failed" and "experiment 1 failed; resume" in s.stdout
+
+
+def test_sigterm_to_the_cli_only_stops_the_job_and_records_it_interrupted(tmp_path):
+    """`kill PID` of the CLI alone (not its group): it passes the stop on to mpiexec, waits for
+    the job, and the store says interrupted (by the driver, or by the CLI's post-mortem);
+    nothing of the job is left running and no trial is left queued or running."""
+    space = sleepy_space(tmp_path, 0.3)
+    runs = tmp_path / "runs"
+    proc = start_job(runs, "--algo", "py_random", "--procs", "3", "--budget", "200",
+                     "--space", str(space))
+    wait_for_completed(runs, 3, proc)
+    run_dir = the_run_dir(runs)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(40)
+    out = job_output(runs)
+    assert rc != 0 and time.time() - t0 < 25, out
+    assert gone(run_dir), job_pids(run_dir)
+    assert "SIGTERM: stopping the run" in out
+    cli_err = (runs / "err.txt").read_text()
+    assert "Traceback" not in cli_err.split("[emews] SIGTERM")[-1], cli_err
+    exp = query(runs, "SELECT status FROM experiments")[0]
+    assert exp["status"] == "interrupted", out
+    trials = query(runs, "SELECT status FROM trials")
+    assert {t["status"] for t in trials} <= {"completed", "interrupted", "failed", "timeout"}
+    assert "RESUME=1" in out
+    s = status(runs)
+    assert rows_of(s.stdout)["1"]["STATUS"] == "interrupted"
+    assert "experiment 1 was interrupted; resume it with" in s.stdout
