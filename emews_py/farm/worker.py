@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -86,9 +87,23 @@ class Child:
         theirs.close()
         self.conn = Connection(mine.detach())
         self.conn.send(("init", cfg, rank, host))
+        # Connection.poll builds a selector per call: too dear 500 times a second on an idle rank
+        self.poller = select.poll()
+        self.poller.register(self.conn.fileno(), select.POLLIN)
         self.pid = self.proc.pid
         self.ready = False
         self.started_at = time.time()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking at once when the child sends something (poll counts
+        whole milliseconds: shorter waits just sleep)."""
+        if seconds < 0.001:
+            time.sleep(seconds)
+        else:
+            self.poller.poll(seconds * 1000.0)
+
+    def readable(self) -> bool:
+        return bool(self.poller.poll(0))
 
     def kill(self) -> int | None:
         try:
@@ -175,12 +190,12 @@ class Worker:
             self.start_child()
         else:
             self.send_hello({})
-        status, backoff = mpi().Status(), Backoff()
+        status, backoff, any_tag = mpi().Status(), Backoff(), mpi().ANY_TAG
         last_check = 0.0
         try:
             while True:
                 progressed = False
-                while self.comm.Iprobe(source=DRIVER, tag=mpi().ANY_TAG, status=status):
+                while self.comm.Iprobe(source=DRIVER, tag=any_tag, status=status):
                     tag = status.Get_tag()
                     msg = self.comm.recv(source=DRIVER, tag=tag)
                     if tag == Tag.STOP:
@@ -198,7 +213,7 @@ class Worker:
                 if progressed:
                     backoff.reset()
                 elif self.child is not None:
-                    backoff.wait(self.child.conn.poll)
+                    backoff.wait(self.child.wait)
                 else:
                     backoff.sleep()
         finally:
@@ -288,7 +303,7 @@ class Worker:
         c = self.child
         got = False
         try:
-            while c.conn.poll(0):
+            while c.readable():
                 kind, *rest = c.conn.recv()
                 got = True
                 if kind == "results":
