@@ -2,7 +2,8 @@
 No MPI, no database, no clock: times are plain numbers."""
 from __future__ import annotations
 
-from emews_py.farm.scheduler import MAX_CHUNK, Running, Scheduler, Stuck, stuck_after
+from emews_py.farm.scheduler import (MAX_CHUNK, Running, Scheduler, Stuck, stuck_after,
+                                     trial_stuck_after)
 
 
 def sched(n: int = 2, timeout: float | None = None) -> Scheduler:
@@ -93,29 +94,29 @@ def test_next_prefetched_chunk_starts_when_the_previous_is_answered():
 
 
 def test_watchdog_blames_the_running_trial_from_its_own_start_and_requeues_only_unstarted():
-    s = sched(2, timeout=1.0)  # stuck after 1 + 10 s grace
+    s = sched(2, timeout=1.0)  # the rank is stuck after 1 + 10 s grace + 60 s
     s.observe(0.0001)
     s.submit([1, 2, 3, 4, 5, 6, 7, 8])
     assert s.assign(0.0) == [(1, [1, 2, 3, 4]), (2, [5, 6])]
     s.on_progress(1, [1, 2], 3, 8.0)       # 1, 2 done at worker 1; 3 runs since t = 8
     s.on_chunk_done(2, [5, 6], 1.0)
-    assert s.watchdog(12.0) == []          # 11 s after the chunk went out, but only 4 s for 3
-    v = s.watchdog(19.5)
+    assert s.watchdog(72.0) == []          # 72 s after the chunk went out, but only 64 s for 3
+    v = s.watchdog(79.5)
     assert v == [Stuck(rank=1, trial_id=3, since=8.0, requeued=(4,))]
     assert list(s.queue) == [4, 7, 8] and s.out == {1}  # 4 first: it was submitted first
     assert s.n_inflight == 0 and not s.all_out
     # the written-off worker gets nothing more; a late answer from it changes nothing
-    assert s.assign(20.0) == [(2, [4])]
-    s.on_chunk_done(1, [3, 4], 30.0)
+    assert s.assign(80.0) == [(2, [4])]
+    s.on_chunk_done(1, [3, 4], 90.0)
     assert s.n_inflight == 1
 
 
 def test_slow_healthy_trials_one_after_another_are_never_stuck():
-    s = sched(1, timeout=5.0)  # stuck after 15 s
+    s = sched(1, timeout=5.0)  # stuck after 5 + 10 + 60 s
     s.submit(list(range(10)))
     s.assign(0.0)
-    for i in range(10):  # each takes 12 s: far more than 15 s in total, never 15 s for one
-        now = 12.0 * (i + 1)
+    for i in range(10):  # each takes 70 s: far more than 75 s in total, never 75 s for one
+        now = 70.0 * (i + 1)
         assert s.watchdog(now - 0.1) == []
         s.on_chunk_done(1, [i], now)
         s.assign(now)
@@ -146,6 +147,8 @@ def test_drop_and_unqueue():
 
 
 def test_stuck_after_is_timeout_plus_grace():
-    assert stuck_after(None) is None
-    assert stuck_after(1.0) == 11.0
-    assert stuck_after(100.0) == 125.0
+    # the worker kills a trial's interpreter at TIMEOUT plus grace (the larger of 10 s and 25%);
+    # the driver's watchdog, a backstop for a rank that stops answering, waits 60 s more
+    assert trial_stuck_after(None) is None and stuck_after(None) is None
+    assert trial_stuck_after(1.0) == 11.0 and stuck_after(1.0) == 71.0
+    assert trial_stuck_after(100.0) == 125.0 and stuck_after(100.0) == 185.0
