@@ -20,8 +20,8 @@ from emews_py.store.queries import STALE_AFTER_S
 from helpers import EMEWS, ROOT, json_space, output, query, run_workflow
 
 
-def status(runs: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EMEWS, "status", *args, "--db", f"sqlite:///{runs / 'emews.db'}"],
+def status(runs: Path | None, *args: str, db: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([EMEWS, "status", *args, "--db", db or f"sqlite:///{runs / 'emews.db'}"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
@@ -164,10 +164,18 @@ def test_status_of_an_empty_or_missing_store_is_one_line(tmp_path):
     assert s.returncode == 1 and len(s.stderr.splitlines()) == 1, s.stderr
 
 
-def test_elapsed_sums_the_segments_and_a_stale_one_stops_at_its_last_heartbeat(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'emews.db'}"
+    from pg_server import new_database
+    return new_database(request.getfixturevalue("postgres_url"))
+
+
+def test_elapsed_sums_the_segments_and_a_stale_one_stops_at_its_last_heartbeat(url):
     """A store as three jobs of one campaign leave it: two ended segments (100 s, 50 s) and a
-    third killed 10 s after its start, whose last heartbeat is long past."""
-    url = f"sqlite:///{tmp_path / 'emews.db'}"
+    third killed 10 s after its start, whose last heartbeat is long past. On SQLite and on
+    PostgreSQL, read-only."""
     init_db(url).dispose()
     t0 = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(hours=1)
     s = dt.timedelta(seconds=1)
@@ -189,13 +197,14 @@ def test_elapsed_sums_the_segments_and_a_stale_one_stops_at_its_last_heartbeat(t
                        "(1, '{\"x\": 2}', 'running', NULL, :b)"),
                   {"a": t0 + 10 * s, "b": t0 + 1005 * s})
     eng.dispose()
-    p = status(tmp_path)
+    p = status(None, db=url)
+    assert p.returncode == 0, p.stderr
     row = rows_of(p.stdout)["1"]
     assert (row["STATUS"], row["TRIALS"], row["RUNNING"], row["BEST"], row["ELAPSED"]) == \
         ("stale", "1/30", "1", "2.5", "2m40s")                      # 100 + 50 + 10 s
     assert "experiment 1 is stale" in p.stdout
-    assert f"make workflow RESUME=1 DB=sqlite:///{tmp_path / 'emews.db'}" in p.stdout
-    d = status(tmp_path, "1").stdout
+    assert f"make workflow RESUME=1 DB={url}" in p.stdout
+    d = status(None, "1", db=url).stdout
     assert re.search(r"elapsed\s+2m40s over 3 segments", d), d
     assert re.search(r"3\s+n3\s+33\s+8\s+.*UTC\s+-\s+10s\s+running", d), d
     assert re.search(r"2\s+n2\s+22\s+8\s+.*UTC\s+.*UTC\s+50s\s+killed", d), d
@@ -303,3 +312,4 @@ def test_sigterm_to_the_cli_only_stops_the_job_and_records_it_interrupted(tmp_pa
     s = status(runs)
     assert rows_of(s.stdout)["1"]["STATUS"] == "interrupted"
     assert "experiment 1 was interrupted; resume it with" in s.stdout
+
