@@ -400,10 +400,11 @@ def run_job(cmd: list[str], env: dict) -> tuple[int, int | None]:
             info = signal.sigtimedwait(stops, 0.2)
             if info is not None:
                 got.append((info.si_signo, info.si_code))
-            if (rc := proc.poll()) is not None:
-                break
+            rc = proc.poll()
             for signo, code in got:
-                if first is None:
+                if rc is not None:   # it ended as the signal came: only remember the signal
+                    first = first or signo
+                elif first is None:
                     first, first_at = signo, time.time()
                     if code != SI_KERNEL:
                         proc.send_signal(signal.SIGTERM)
@@ -413,6 +414,8 @@ def run_job(cmd: list[str], env: dict) -> tuple[int, int | None]:
                     print("[emews] second Ctrl-C: killing the MPI job", flush=True)
                     kill_tree(proc.pid)
                     killed = True
+            if rc is not None:
+                break
             if first is not None and not killed and time.time() - first_at > KILL_AFTER_S:
                 print(f"[emews] the MPI job is still running {KILL_AFTER_S:.0f} s after "
                       f"{signal.Signals(first).name}: killing it", flush=True)
