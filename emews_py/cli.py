@@ -698,7 +698,10 @@ def cmd_status(a: argparse.Namespace) -> int:
         print("segments (one per job):")
         print(aligned(["#", "HOST", "PID", "PROCS", "STARTED", "ENDED", "ELAPSED", "ENDED AS"],
                       [[s["number"], s["host"], s["pid"], s["procs"], when(s["started_at"]),
-                        when(s["ended_at"]), duration(s["elapsed_s"]), s["status"]]
+                        when(s["ended_at"]), duration(s["elapsed_s"]),
+                        # a segment that says running but is not the live job died unrecorded
+                        "stale" if s["status"] == "running" and (
+                            x["stale"] or s is not x["segments"][-1]) else s["status"]]
                        for s in x["segments"]], "  "))
     if x["running_trials"]:
         print("running trials:")

@@ -206,7 +206,7 @@ def test_elapsed_sums_the_segments_and_a_stale_one_stops_at_its_last_heartbeat(u
     assert f"make workflow RESUME=1 DB={url}" in p.stdout
     d = status(None, "1", db=url).stdout
     assert re.search(r"elapsed\s+2m40s over 3 segments", d), d
-    assert re.search(r"3\s+n3\s+33\s+8\s+.*UTC\s+-\s+10s\s+running", d), d
+    assert re.search(r"3\s+n3\s+33\s+8\s+.*UTC\s+-\s+10s\s+stale", d), d
     assert re.search(r"2\s+n2\s+22\s+8\s+.*UTC\s+.*UTC\s+50s\s+killed", d), d
     assert "running trials:" in d and '{"x": 2}' in d
 
