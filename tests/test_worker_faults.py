@@ -188,3 +188,41 @@ def test_stop_while_a_long_trial_runs_ends_the_worker_and_its_trial_process(tmp_
             if ("emews_py.farm.child" in cmd and pid == hello.get("child_pid"))
             or ("emews_py.app" in cmd and str(tmp_path) in cmd)]
     assert left == []
+
+
+CRASH_AT_START = textwrap.dedent("""\
+    # The worker's interpreter dies with SIGSEGV before it can import anything (as a pilot whose
+    # import crashes in native code would): rank 0 prints the worker's hello.
+    import json, os, sys
+    from mpi4py import MPI
+    from emews_py.config import RunConfig
+    from emews_py.farm.transport import Tag
+    comm = MPI.COMM_WORLD
+    if comm.Get_rank() == 0:
+        hello = comm.recv(source=1, tag=Tag.HELLO)
+        comm.send(None, dest=1, tag=Tag.STOP)
+        comm.recv(source=1, tag=99)
+        print(json.dumps(hello), flush=True)
+    else:
+        from emews_py.farm import worker
+        worker.sys.executable = sys.argv[2]  # the child command starts with it
+        worker.Worker(comm, RunConfig.read(sys.argv[1])).serve()
+        comm.send(None, dest=0, tag=99)
+    """)
+
+
+def test_an_interpreter_that_dies_at_every_start_is_given_up_after_three(tmp_path):
+    cfg = RunConfig(exp="seg", pilot="bench", algo="x", algo_file="x", db="sqlite://",
+                    run_dir=str(tmp_path), endpoint="ipc://x")
+    cfg.write(tmp_path / "config.json")
+    (tmp_path / "driver.py").write_text(CRASH_AT_START)
+    segv = tmp_path / "segv.sh"
+    segv.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    segv.chmod(0o755)
+    p = subprocess.run([str(Path(sys.executable).parent / "mpiexec"), "-n", "2", sys.executable,
+                        str(tmp_path / "driver.py"), str(tmp_path / "config.json"), str(segv)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, output(p)
+    hello = json.loads(p.stdout.splitlines()[-1])
+    assert "died 3 times in a row" in hello["error"] and "SIGSEGV" in hello["error"]
+    assert "while importing the pilot" in hello["error"]

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -86,7 +87,10 @@ class Child:
             pass_fds=(theirs.fileno(), slot_fd), preexec_fn=die_with_parent_of(ignore_stop=True))
         theirs.close()
         self.conn = Connection(mine.detach())
-        self.conn.send(("init", cfg, rank, host))
+        try:
+            self.conn.send(("init", cfg, rank, host))
+        except OSError:  # it died at once: the worker sees EOF and its exit status next
+            pass
         # Connection.poll builds a selector per call: too dear 500 times a second on an idle rank
         self.poller = select.poll()
         self.poller.register(self.conn.fileno(), select.POLLIN)
@@ -216,6 +220,12 @@ class Worker:
                     backoff.wait(self.child.wait)
                 else:
                     backoff.sleep()
+        except Exception:  # noqa: BLE001 - a worker's own bug must not leave the job hanging
+            sys.stderr.write(f"[emews] worker {self.rank}: internal error:\n"
+                             f"{traceback.format_exc()}\n")
+            sys.stderr.flush()
+            self.shutdown()
+            self.comm.Abort(1)
         finally:
             self.shutdown()
 
@@ -244,7 +254,10 @@ class Worker:
                 batch = list(self.todo)
                 self.todo.clear()
                 self.given.update(batch)
-                self.child.conn.send(("chunk", batch))
+                try:
+                    self.child.conn.send(("chunk", batch))
+                except OSError:  # it died: check() gives these to a fresh child
+                    pass
         elif self.app is None:
             self.app = AppTrial(self, *self.todo.popleft())
 
