@@ -26,8 +26,18 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer emews-py than this one."""
 
 
-def _sqlite_engine(url: str, foreign_keys: bool, **kw) -> Engine:
-    eng = create_engine(url, connect_args={"timeout": 30}, json_serializer=json_dumps, **kw)
+BUSY_TIMEOUT = 30           # seconds an SQLite connection waits for another's write lock
+WRITER_BUSY_TIMEOUT = 1.0   # ... rank 0's Writer: it must not stall the farm; it retries instead
+PG_CONNECT_TIMEOUT = 10     # seconds: an unreachable PostgreSQL server is reported, not waited on
+WRITER_CONNECT_TIMEOUT = 3  # ... rank 0's Writer, which retries with back-off (libpq's minimum: 2)
+# rank 0's Writer on PostgreSQL: a server that vanished without closing the connection (host down,
+# network cut) is noticed within ~30 s instead of the kernel's ~15 min of TCP retransmissions.
+WRITER_LIBPQ_ARGS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                     "keepalives_count": 3, "tcp_user_timeout": 30_000}
+
+
+def _sqlite_engine(url: str, foreign_keys: bool, busy_timeout: float = BUSY_TIMEOUT, **kw) -> Engine:
+    eng = create_engine(url, connect_args={"timeout": busy_timeout}, json_serializer=json_dumps, **kw)
 
     @event.listens_for(eng, "connect")
     def _pragmas(conn, _):  # WAL lets readers (users' SQL) run while rank 0 writes
@@ -46,22 +56,29 @@ def _sqlite_engine(url: str, foreign_keys: bool, **kw) -> Engine:
     return eng
 
 
-PG_CONNECT_TIMEOUT = 10     # seconds: an unreachable PostgreSQL server is reported, not waited on
-
-
-def _connect_args(url: str) -> dict:
-    """A connect timeout for PostgreSQL (unless the URL sets its own connect_timeout)."""
+def _connect_args(url: str, writer: bool = False) -> dict:
+    """A connect timeout for PostgreSQL (unless the URL sets its own connect_timeout); for the
+    Writer's engine a shorter one and TCP keepalives (libpq drivers only; the URL's own win)."""
     u = make_url(url)
-    if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
-        return {"connect_timeout": PG_CONNECT_TIMEOUT}
-    return {}
+    if u.get_backend_name() != "postgresql":
+        return {}
+    args = {"connect_timeout": WRITER_CONNECT_TIMEOUT if writer else PG_CONNECT_TIMEOUT}
+    if writer and u.get_driver_name() in ("psycopg2", "psycopg"):
+        args.update(WRITER_LIBPQ_ARGS)
+    return {k: v for k, v in args.items() if k not in u.query}
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, writer: bool = False) -> Engine:
+    """An engine for the store at ``url``. ``writer``: the engine of rank 0's Writer, which
+    retries with back-off while the store is away, so it waits little on each attempt (SQLite
+    lock: WRITER_BUSY_TIMEOUT; PostgreSQL connect: WRITER_CONNECT_TIMEOUT); other callers (the
+    CLI's `emews sql`, migrations) wait BUSY_TIMEOUT / PG_CONNECT_TIMEOUT."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, foreign_keys=True)
+        return _sqlite_engine(url, foreign_keys=True,
+                              busy_timeout=WRITER_BUSY_TIMEOUT if writer else BUSY_TIMEOUT)
+    # pool_pre_ping: a pooled connection that a server restart closed is replaced at checkout
     return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps,
-                         connect_args=_connect_args(url))
+                         connect_args=_connect_args(url, writer))
 
 
 def alembic_config(connection: Connection | None = None):
@@ -153,9 +170,10 @@ def schema_version(url_or_engine: str | Engine) -> str | None:
             eng.dispose()
 
 
-def init_db(url: str) -> Engine:
-    """The engine for the store at ``url``, its schema brought to SCHEMA_VERSION first."""
-    eng = make_engine(url)
+def init_db(url: str, writer: bool = False) -> Engine:
+    """The engine for the store at ``url``, its schema brought to SCHEMA_VERSION first.
+    ``writer``: for rank 0's Writer (short waits, see make_engine)."""
+    eng = make_engine(url, writer)
     with eng.connect() as c:  # the usual case, a database at head: no migration scripts loaded
         have = current_version(c)
         c.rollback()
