@@ -7,6 +7,15 @@ recorded), and in the same invocation a bare mpi4py master/worker loop as the ba
 
 Target on the 2-core reference machine with 3 workers: >= 10,000 recorded trials/s end to end.
 
+Each worker rank runs its trials in a child interpreter (farm/child.py, so a crash costs only its
+trial): a chunk goes to the child in one message, results come back batched. The hop, measured
+2026-11-29 on the 2-core machine while other jobs loaded it (the bare loop below did 33,000
+tasks/s instead of 171,000), 60,000 no-op trials, runs alternating in one session: in-rank
+pilot (before) 7,983 6,970 7,740 8,221 7,600 (mean 7,703) trials/s; child hop 7,557 8,955
+7,228 7,272 8,251 (mean 7,853); CPU of the whole command 17.0 vs 17.3 s and 18.6 vs 19.5 s.
+So the hop costs no measurable throughput (about 3% more CPU); under that load neither reached
+10,000/s.
+
 Then the R EQ path beside the Python one: r_algorithms/random.R and py_algorithms/py_random.py,
 both unmodified, plain EMEWS ';' batches of --lang-batch no-op trials (the bench pilot's
 `function = noop`, points sampled from a 3-parameter space), rate = trials / (last finish - first

@@ -166,8 +166,10 @@ class Scheduler:
 
     # ---- watchdog ----------------------------------------------------------------------------
     def watchdog(self, now: float) -> list[Stuck]:
-        """Workers whose running trial is past TIMEOUT plus grace: each is taken out of service;
-        its trial is blamed, and its trials that never started go back to the front of the queue."""
+        """Workers whose running trial is past ``stuck_after``: each is taken out of service; its
+        trial is blamed, and its trials that never started go back to the front of the queue. A
+        backstop: a healthy worker ends a stuck trial itself 60 s earlier, so this catches only a
+        worker rank that stopped answering."""
         if self.stuck_after_s is None:
             return []
         verdicts = []
