@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -61,10 +60,14 @@ def pg():
 _n_db = 0
 
 
-def pg_url(pg: Restartable) -> str:
+@pytest.fixture(params=["psycopg2", "psycopg"])
+def pg_url(request, pg) -> str:
+    """A fresh database on the module's server, through psycopg2 or psycopg 3 (what SQLAlchemy
+    2.1 uses for a plain postgresql:// URL)."""
     global _n_db
     _n_db += 1
-    return pg.s.create_database(f"faults_{_n_db}")
+    url = pg.s.create_database(f"faults_{_n_db}")
+    return url.replace("+psycopg2:", f"+{request.param}:")
 
 
 def sql(url: str, q: str, **params) -> list[dict]:
@@ -105,8 +108,8 @@ def finish(t: Trial, objective: float, at: float = T0 + 2) -> None:
 
 
 # ---- PostgreSQL --------------------------------------------------------------------------------
-def test_postgres_stopped_between_writes_loses_nothing_and_writes_nothing_twice(pg):
-    url = pg_url(pg)
+def test_postgres_stopped_between_writes_loses_nothing_and_writes_nothing_twice(pg, pg_url):
+    url = pg_url
     eng = store.init_db(url, writer=True)
     w = store.Writer(eng)
     e, ts_ = setup_experiment(w, 4)
@@ -228,8 +231,8 @@ class CutAfterCommit:
         self.lsock.close()
 
 
-def test_postgres_commit_whose_answer_is_lost_is_not_written_twice(pg):
-    url = pg_url(pg)
+def test_postgres_commit_whose_answer_is_lost_is_not_written_twice(pg, pg_url):
+    url = pg_url
     store.init_db(url).dispose()
     proxy = CutAfterCommit(pg.s.port)
     try:
@@ -267,8 +270,8 @@ def test_postgres_commit_whose_answer_is_lost_is_not_written_twice(pg):
         proxy.close()
 
 
-def test_postgres_permanent_errors_still_raise(pg):
-    url = pg_url(pg)
+def test_postgres_permanent_errors_still_raise(pg_url):
+    url = pg_url
     w = store.Writer(store.init_db(url, writer=True))
     e, _ = setup_experiment(w, 1)
     with pytest.raises(Exception, match="too long"):
