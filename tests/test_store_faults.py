@@ -148,7 +148,7 @@ def test_postgres_stopped_between_writes_loses_nothing_and_writes_nothing_twice(
         t = time.monotonic()
         for _ in range(100):                          # the back-off: no attempt, no waiting
             assert w.flush() is False
-        assert time.monotonic() - t < 0.1 and len(tries) == n
+        assert time.monotonic() - t < 0.5 and len(tries) == n
         with pytest.raises(StoreAway):
             w.add_trials(e, [{"x1": 9.0}], T0 + 4)
         assert w.heartbeat(e, seg) is False           # a heartbeat is just not written
@@ -297,7 +297,7 @@ def test_sqlite_lock_held_by_another_client_delays_writes_without_stalling(tmp_p
         assert time.monotonic() - t < store.engine.WRITER_BUSY_TIMEOUT + 1.0
         assert "database is locked" in w.take_notices()[0]
         t = time.monotonic()
-        assert w.flush() is False and time.monotonic() - t < 0.05   # back-off: no waiting
+        assert w.flush() is False and time.monotonic() - t < 0.3    # back-off: no waiting
         with pytest.raises(StoreAway):
             w.add_trials(e, [{"x1": 5.0}], T0 + 3)
         time.sleep(0.6)
