@@ -359,7 +359,7 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rc, signaled = run_job(cmd, env)
+    rc, signaled = run_job(cmd, env, cfg.run_path / "driver.pid")
     if rc != 0:
         mark_abandoned(cfg, rc, signaled, default_db())
     return rc
@@ -369,17 +369,27 @@ SI_KERNEL = 0x80       # siginfo si_code of a signal the kernel sent: the termin
 KILL_AFTER_S = 20.0    # the driver stops within 10 s of a signal; past this, mpiexec is killed
 
 
-def run_job(cmd: list[str], env: dict) -> tuple[int, int | None]:
+def signal_driver(pid_file: Path | None) -> None:
+    """SIGTERM to rank 0, whose pid the driver writes to RUN_DIR/driver.pid when it starts."""
+    import signal
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+    except (AttributeError, OSError, ValueError, IndexError):
+        pass   # not started yet (or gone): the escalation below still ends the job
+
+
+def run_job(cmd: list[str], env: dict, pid_file: Path | None = None) -> tuple[int, int | None]:
     """Run the MPI job and wait for it; returns (exit status, first signal received or None).
 
-    SIGINT/SIGTERM to this process do not kill the job: hydra's mpiexec forwards them to every
-    rank and the driver records the stop (trials and experiment ``interrupted``) and exits; the
-    CLI keeps waiting so that it can. A Ctrl-C at the terminal reaches the whole process group,
-    mpiexec included; any other signal may have reached this process only (``kill PID``, make
-    passing on a SIGTERM), so it is passed on to mpiexec once, as SIGTERM (a second SIGINT would
-    make hydra kill the job at once; the driver treats repeated stop signals as one). A second
-    SIGINT (Ctrl-C), or mpiexec still alive KILL_AFTER_S after the first signal, kills the job's
-    processes. Repeated SIGTERMs change nothing (make passes one on to its child)."""
+    SIGINT/SIGTERM to this process do not kill the job: the driver (rank 0) records the stop
+    (trials and experiment ``interrupted``) and exits; the CLI keeps waiting so that it can. The
+    signal may have reached the whole job (a Ctrl-C at the terminal, a batch system) or this
+    process only (``kill PID``, make passing on a SIGTERM), and the two cannot be told apart; so
+    it is passed on as SIGTERM to the driver itself (``RUN_DIR/driver.pid``), which treats
+    repeated stop signals as one. Never to mpiexec: hydra kills the job at once on a second
+    signal, before anything is recorded. A second SIGINT (Ctrl-C), or mpiexec still alive
+    KILL_AFTER_S after the first signal, kills the job's processes. Repeated SIGTERMs change
+    nothing (make passes one on to its child)."""
     import signal
     stops = {signal.SIGINT, signal.SIGTERM}
     early: list[int] = []
@@ -407,7 +417,7 @@ def run_job(cmd: list[str], env: dict) -> tuple[int, int | None]:
                 elif first is None:
                     first, first_at = signo, time.time()
                     if code != SI_KERNEL:
-                        proc.send_signal(signal.SIGTERM)
+                        signal_driver(pid_file)
                     print(f"[emews] {signal.Signals(signo).name}: stopping the run; the driver "
                           f"records what ran (Ctrl-C again to kill it at once)", flush=True)
                 elif signo == signal.SIGINT and not killed:
