@@ -313,3 +313,56 @@ def test_sigterm_to_the_cli_only_stops_the_job_and_records_it_interrupted(tmp_pa
     assert rows_of(s.stdout)["1"]["STATUS"] == "interrupted"
     assert "experiment 1 was interrupted; resume it with" in s.stdout
 
+
+def test_ctrl_c_at_a_terminal_stops_the_job_and_records_it_interrupted(tmp_path):
+    """A real Ctrl-C: the job runs in a session whose controlling terminal is a pty, and ^C is
+    typed into it, so the kernel sends SIGINT to the foreground process group (the CLI and
+    mpiexec). The CLI waits for the driver to record the stop instead of killing mpiexec."""
+    import fcntl
+    import pty
+    import termios
+    import threading
+
+    space = sleepy_space(tmp_path, 0.3)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [EMEWS, "workflow", "--runs", str(runs), "--algo", "py_random", "--procs", "3",
+         "--budget", "200", "--space", str(space)], cwd=ROOT, stdin=slave, stdout=slave,
+        stderr=slave, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))   # the pty is its terminal
+    os.close(slave)
+    seen = bytearray()
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:   # EIO: the session's last process closed the terminal
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for_completed(runs, 3, proc)
+        run_dir = the_run_dir(runs)
+        t0 = time.time()
+        os.write(master, b"\x03")
+        rc = proc.wait(40)
+        elapsed = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(5)
+        os.close(master)
+    out = seen.decode(errors="replace")
+    assert rc != 0 and elapsed < 20, out
+    assert gone(run_dir), job_pids(run_dir)
+    assert "SIGINT: stopping the run" in out and "Traceback" not in out, out
+    assert query(runs, "SELECT status FROM experiments")[0]["status"] == "interrupted", out
+    left = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status IN ('queued', 'running')")
+    assert left[0]["n"] == 0
+    assert "RESUME=1" in out
