@@ -229,8 +229,8 @@ def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
         raise UsageError(f"{pre} {name} completed ({x['completed']} trials completed, its "
                          f"optimizer finished); there is nothing to resume. To search further, "
                          f"{warm}.")
-    if x["status"] == "running" and not x["stale"]:
-        seg = x["segments"][-1] if x["segments"] else {}
+    seg = x["segments"][-1] if x["segments"] else {}
+    if x["status"] == "running" and not x["stale"] and not _dead_here(seg):
         age = x["alive_age_s"] or 0.0
         raise UsageError(f"{pre} {name} is still running: its last sign of life is {age:.0f} s "
                          f"old (segment {seg.get('number', 1)} on host {seg.get('host') or '?'}, "
@@ -346,6 +346,21 @@ def launcher(procs: int) -> list[str]:
         return [w.replace("{procs}", str(procs)) for w in shlex.split(tmpl)]
     mpiexec = Path(sys.executable).parent / "mpiexec"
     return [str(mpiexec) if mpiexec.exists() else (shutil.which("mpiexec") or "mpiexec"), "-n", str(procs)]
+
+
+def _dead_here(seg: dict) -> bool:
+    """The segment's driver ran on this host and its process is gone (e.g. after kill -9): no
+    need to wait for its heartbeat to go stale."""
+    import socket
+    if not seg or seg.get("host") != socket.gethostname() or not seg.get("pid"):
+        return False
+    try:
+        os.kill(int(seg["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:   # it exists (another user's) or cannot be checked
+        return False
+    return False
 
 
 def cmd_workflow(a: argparse.Namespace) -> int:
