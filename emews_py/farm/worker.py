@@ -43,6 +43,8 @@ from emews_py.trials import Result, TrialStatus
 
 NOTICE_S = 0.5        # the driver learns of a trial running this long (or a chunk's progress)
 CHECK_S = 0.05        # how often a child's or trial process's life is checked
+BUSY_WAIT_S = 0.02    # while a trial runs, MPI is polled this often (the child's messages wake
+                      # the worker at once): a busy rank costs no CPU, STOP is read within 20 ms
 MAX_DEATHS = 3        # a child dying this often in a row without running a trial is given up
 
 
@@ -216,6 +218,10 @@ class Worker:
                 self.notice(now)
                 if progressed:
                     backoff.reset()
+                elif self.child is not None and self.given:
+                    self.child.wait(BUSY_WAIT_S)
+                elif self.app is not None:
+                    time.sleep(BUSY_WAIT_S)
                 elif self.child is not None:
                     backoff.wait(self.child.wait)
                 else:
