@@ -360,7 +360,10 @@ def _dead_here(seg: dict) -> bool:
         return True
     except OSError:   # it exists (another user's) or cannot be checked
         return False
-    return False
+    try:   # a zombie (killed, not yet reaped) is gone too
+        return " Z " in Path(f"/proc/{int(seg['pid'])}/stat").read_text().split(")", 1)[1][:4]
+    except (OSError, IndexError):
+        return False
 
 
 def cmd_workflow(a: argparse.Namespace) -> int:

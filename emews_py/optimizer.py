@@ -10,6 +10,7 @@ by the driver as a dead child. Either way the run ends with a clear error, never
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -39,6 +40,10 @@ def run_py(algo: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The driver stops the optimizer (abort, then kill) when the job is interrupted; a Ctrl-C
+    # or SIGTERM to the process group must not print a traceback from inside R or the script.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     endpoint, algo = (argv or sys.argv[1:])[:2]
     algo = Path(algo)
     client = eq.connect(endpoint)

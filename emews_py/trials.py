@@ -95,9 +95,11 @@ class Trial:
     objective: float | None = None
     metrics: dict | None = field(default=None)
     error: str | None = None
+    attempts: int = 0               # how many times it was started (a resume runs it again)
 
     def start(self, worker: int, host: str | None, at: float) -> None:
         self.status, self.worker, self.host, self.started_at = TrialStatus.RUNNING, worker, host, at
+        self.attempts += 1
 
     def finish(self, r: Result) -> None:
         """Record a worker's result; an infinite objective (a diverged loss) is kept, NaN is None."""

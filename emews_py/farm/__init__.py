@@ -11,10 +11,23 @@ workers (``worker.py``). The parts, each readable and testable alone:
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 
+STOP_SIGNALS: list[int] = []   # SIGTERM/SIGINT received before the driver's loop runs
+
+
+def _remember(signum, _frame) -> None:
+    STOP_SIGNALS.append(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # First thing: SIGTERM/SIGINT reach every rank at once (the batch system, hydra's mpiexec, a
+    # Ctrl-C). A rank killed by one ends the MPI job before the driver records anything, so no
+    # rank dies of them: the driver notes them and stops cleanly, the workers wait for its STOP.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _remember)
     from mpi4py import MPI
 
     from emews_py.config import ConfigError, RunConfig
@@ -34,16 +47,24 @@ def main(argv: list[str] | None = None) -> int:
                          "set PROCS to 2 or more.\n")
         return 2
     if comm.Get_rank() == 0:
-        from emews_py.farm.driver import Driver
+        from emews_py.farm.driver import Driver, StartError
         try:
             driver = Driver(comm, cfg)  # opens the store and records the experiment
-        except Exception as e:  # noqa: BLE001 - whatever it is, the workers must not wait forever
+        except BaseException as e:  # noqa: BLE001 - whatever it is, the workers must not wait forever
             from emews_py.store.engine import open_error
-            why = open_error(cfg.db, e) or f"{type(e).__name__}: {' '.join(str(e).split())}"
+            why = (str(e) if isinstance(e, StartError) else open_error(cfg.db, e)
+                   or f"{type(e).__name__}: {' '.join(str(e).split())}")
             sys.stderr.write(f"[emews] ERROR: the driver could not start the experiment: {why}\n")
             sys.stderr.flush()
             comm.Abort(2)  # ends every rank (the workers are waiting for the driver)
-        return driver.run()
+        rc = driver.run()
+        # Python restores the default handlers while it shuts down: a late SIGTERM would kill
+        # rank 0 inside MPI_Finalize and hydra would report a crash of a run that ended well.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return rc
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from emews_py.farm.worker import Worker
     Worker(comm, cfg).serve()
     return 0

@@ -7,16 +7,29 @@
 
 Any failure ends in ``fail``: the experiment is marked ``failed`` with the reason, its open trials
 ``cancelled`` (one rule, ``store.end_experiment``), the optimizer told to stop, the job ended.
+SIGTERM/SIGINT (a batch system's time limit, ``scancel``, Ctrl-C) end in ``interrupt``: running
+and queued trials and the experiment become ``interrupted``, everything is flushed, the workers
+stop, and one line says how to resume (``replay.py``).
+
+Campaign bookkeeping: every job of an experiment is a row of ``segments`` with a heartbeat every
+``HEARTBEAT_S``; every EQ message and answer goes to the transcript (``eq_messages``) before it
+takes effect. While the store is away (a database restart, a lock held elsewhere) results stay in
+memory and the optimizer's next message waits; past ``store_wait`` the run stops as interrupted
+and leaves what it could not store in ``RUN_DIR/unsaved.jsonl`` for the resume.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import sys
 import time
 import traceback
 
 from emews_py import eq, store
 from emews_py.config import RunConfig
+from emews_py.farm import replay
 from emews_py.farm.models import ModelKeeper
 from emews_py.farm.protocol import Fail, Finish, InsertTrials, Protocol, Reply
 from emews_py.farm.scheduler import Scheduler, stuck_after
@@ -26,6 +39,8 @@ from emews_py.trials import ExperimentStatus, Result, Trial, TrialStatus
 
 FLUSH_EVERY_S = 0.5
 CHECK_EVERY_S = 0.05
+HEARTBEAT_S = 5.0
+WAIT_NOTICE_S = 60.0     # while every worker waits for the optimizer, one line per minute
 
 
 def log(msg: str) -> None:
@@ -37,17 +52,44 @@ class ExperimentFailed(Exception):
     pass
 
 
+class StartError(Exception):
+    """The experiment cannot start (e.g. a resume that is not possible); exit status 2."""
+
+
+class Interrupted(Exception):
+    """A signal (SIGTERM, SIGINT) or a store that stayed away: stop cleanly, resumable."""
+
+
+class _Send:
+    """An answer already recorded in the transcript, waiting for the store to take it."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
 class Driver:
     def __init__(self, comm, cfg: RunConfig):
         self.comm, self.cfg = comm, cfg
         self.n_workers = comm.Get_size() - 1
-        self.engine = store.init_db(cfg.db)
+        self.engine = store.init_db(cfg.db, writer=True)
         self.writer = store.Writer(self.engine)
-        self.exp_id = self.writer.create_experiment(
-            name=cfg.exp, pilot=cfg.pilot, algorithm=cfg.algo, space=cfg.space_text,
-            space_json=cfg.space_json, settings=cfg.settings, run_dir=cfg.run_dir, mode=cfg.mode,
-            workers=self.n_workers, config=json.loads(cfg.to_json()))
         self.trials: dict[int, Trial] = {}
+        self.transcript: replay.Transcript | None = None
+        self.delivered: set[int] = set()      # trials the optimizer saw in the replayed answers
+        self.proto_ids: set[int] = set()      # trials inserted through the protocol (this job)
+        if cfg.resume:
+            self.exp_id = cfg.resume
+            self.open_resume()
+        else:
+            self.exp_id = self.writer.create_experiment(
+                name=cfg.exp, pilot=cfg.pilot, algorithm=cfg.algo, space=cfg.space_text,
+                space_json=cfg.space_json, settings=cfg.settings, run_dir=cfg.run_dir,
+                mode=cfg.mode, workers=self.n_workers, config=json.loads(cfg.to_json()))
+        self.seq = self.transcript.next_seq if self.transcript else 0
+        self.segment_number = self.next_segment_number()
+        self.segment_id = self.writer.start_segment(
+            self.exp_id, self.segment_number, cfg.run_dir, socket.gethostname(), os.getpid(),
+            comm.Get_size(), self.n_workers)
         self.sched = Scheduler(list(range(1, self.n_workers + 1)), stuck_after(cfg.timeout))
         self.proto = Protocol(cfg.algo_file, cfg.settings, cfg.space_json, cfg.impute,
                               history=lambda i: store.queries.history(self.engine, i))
@@ -57,6 +99,56 @@ class Driver:
         self.hello: dict[int, dict] = {}
         self.server: eq.EQServer | None = None
         self.opt_exited = False
+        self.stop_signal: int | None = None
+        self.held: list = []                  # actions waiting for the store to come back
+        self.last_opt_msg = time.time()       # the optimizer's last message (OPT_TIMEOUT)
+        self.idle_since: float | None = None  # since when every worker waits for the optimizer
+        self.last_wait_notice = 0.0
+        self.last_heartbeat = 0.0
+
+    # ---- resume ------------------------------------------------------------------------------
+    def open_resume(self) -> None:
+        """Load what the earlier jobs left: trials, transcript, unsaved results."""
+        from sqlalchemy import select, update
+        with self.engine.connect() as c:
+            row = c.execute(select(store.experiments.c.status)
+                            .where(store.experiments.c.id == self.exp_id)).first()
+        if row is None:
+            raise StartError(f"there is no experiment {self.exp_id} in {self.cfg.db} to resume")
+        with self.engine.connect() as c:
+            dirs = c.execute(select(store.segments.c.run_dir)
+                             .where(store.segments.c.experiment_id == self.exp_id)).scalars().all()
+        for d in dirs:   # what a job could not store before it stopped (the store was away)
+            f = os.path.join(d or "", "unsaved.jsonl")
+            if d and os.path.isfile(f):
+                n = store.import_spill(self.engine, f)
+                log(f"imported {n} change(s) that an earlier job could not store, from {f}")
+        trials = replay.load_trials(self.engine, self.exp_id)
+        messages = replay.load_transcript(self.engine, self.exp_id)
+        if trials and not messages:
+            raise StartError(f"experiment {self.exp_id} has trials but no EQ transcript (it was "
+                             f"recorded before schema 0003), so its optimizer cannot be replayed. "
+                             f"Start a new experiment instead (mlrMBO can reuse its results: "
+                             f"SETTINGS=\"warm.start = {self.exp_id}\").")
+        self.trials = {t.id: t for t in trials}
+        self.transcript = replay.Transcript(messages, list(self.trials))
+        with self.engine.begin() as c:   # a job that died without a word: its segment was killed
+            c.execute(update(store.segments)
+                      .where(store.segments.c.experiment_id == self.exp_id,
+                             store.segments.c.status == "running")
+                      .values(status="killed", ended_at=store.utcnow()))
+        self.writer.update_experiment(self.exp_id, status=ExperimentStatus.RUNNING,
+                                      finished_at=None, error=None)
+        done = sum(t.status is TrialStatus.COMPLETED for t in trials)
+        log(f"resuming experiment {self.exp_id}: {done} completed trial(s) are not run again; "
+            f"replaying {sum(m.direction == 'in' for m in messages)} recorded optimizer message(s)")
+
+    def next_segment_number(self) -> int:
+        from sqlalchemy import func, select
+        with self.engine.connect() as c:
+            n = c.execute(select(func.max(store.segments.c.number))
+                          .where(store.segments.c.experiment_id == self.exp_id)).scalar()
+        return (n or 0) + 1
 
     # ---- start -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -77,21 +169,34 @@ class Driver:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
+        from emews_py.farm import STOP_SIGNALS
+        # The CLI passes a stop signal that may have reached it alone on to this process.
+        (self.cfg.run_path / "driver.pid").write_text(f"{os.getpid()}\n")
+        if STOP_SIGNALS:                  # it came while the driver was starting
+            self.stop_signal = STOP_SIGNALS[0]
+        for sig in (signal.SIGTERM, signal.SIGINT):   # no KeyboardInterrupt mid-write: a flag
+            signal.signal(sig, self.on_signal)
         try:
             self.start()
+            if self.transcript is not None and not self.transcript.active:
+                self.go_live()
             self.loop()
-        except ExperimentFailed as e:
+        except Interrupted as e:
+            return self.interrupt(str(e))
+        except (ExperimentFailed, StartError) as e:
             return self.fail(str(e))
         except eq.EQPeerGone as e:
             # Never block on a peer that may be gone; if its process died, say how.
             rc = self.optimizer.exit_code()
             return self.fail(self.optimizer.death_report(rc) if rc
                              else f"the optimizer is gone: {e}")
-        except KeyboardInterrupt:
-            return self.fail("interrupted (Ctrl-C); trials still running were cancelled")
         except Exception:  # noqa: BLE001 - the driver's own bug still ends the run clearly
             return self.fail(f"internal error in the driver:\n{traceback.format_exc()}")
         return self.finish_ok()
+
+    def on_signal(self, signum, _frame) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
 
     def loop(self) -> None:
         status, backoff = mpi().Status(), Backoff()
@@ -101,24 +206,32 @@ class Driver:
             while (m := poll_any(self.comm, status)) is not None:
                 self.on_mpi(*m)
                 progressed = True
-            while (e := self.server.poll(0)) is not None:
-                self.do(self.proto.on_message(*e, self.load()))
+            if self.held:
+                self.retry_held()
+            # While the store is away, the optimizer's next message waits in the socket.
+            while not self.held and (e := self.server.poll(0)) is not None:
+                self.on_eq(*e)
                 progressed = True
             now = time.time()
             self.dispatch(now)
             self.sends.test()
-            if self.proto.request is not None:
+            if self.proto.request is not None and not self.held:
                 self.do(self.proto.answer(self.load()))
             if self.writer.dirty and now - last_flush > FLUSH_EVERY_S:
-                self.writer.flush()
+                self.flush()
                 last_flush = now
             if now - last_check > CHECK_EVERY_S:
                 last_check = now
+                if self.stop_signal is not None:
+                    raise Interrupted(f"interrupted by {signal.Signals(self.stop_signal).name}")
                 self.watchdog(now)
+                self.watch_optimizer(now)
+                self.watch_store(now)
                 self.optimizer.echo_log()
                 if not self.opt_exited:
                     self.check_optimizer()
-            if self.proto.finished and not self.sched.busy and self.proto.request is None:
+            if self.proto.finished and not self.sched.busy and self.proto.request is None \
+                    and not self.held:
                 return
             if progressed:
                 backoff.reset()
@@ -128,19 +241,138 @@ class Driver:
     def load(self) -> dict:
         return {"free": self.sched.free(), "workers": self.n_workers}
 
+    # ---- the store ---------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write what is buffered; False while the store is away (everything stays buffered)."""
+        ok = self.writer.flush()
+        for line in self.writer.take_notices():   # it went away / it is back
+            log(line + ("" if ok else f"; the run stops if it stays away "
+                                      f"{self.cfg.store_wait:.0f} s (it then resumes from here)"))
+        return ok
+
+    def watch_store(self, now: float) -> None:
+        if now - self.last_heartbeat > HEARTBEAT_S:
+            self.last_heartbeat = now
+            self.writer.heartbeat(self.exp_id, self.segment_id)
+            for line in self.writer.take_notices():
+                log(line)
+        away = self.writer.away_since
+        if away is not None and now - away > self.cfg.store_wait:
+            raise Interrupted(f"the store {self.db_name()} was unreachable for {now - away:.0f} s "
+                              f"(limit {self.cfg.store_wait:.0f} s)")
+
+    def retry_held(self) -> None:
+        held, self.held = self.held, []
+        self.do(held)
+
+    def db_name(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # ---- the optimizer's messages ------------------------------------------------------------
+    def on_eq(self, kind: str, payload: str) -> None:
+        self.last_opt_msg = time.time()
+        if kind == eq.PUT:
+            if self.transcript is not None and self.transcript.active:
+                return self.replay_message(payload)
+            self.writer.record_eq(self.exp_id, self.seq, "in", payload)
+            self.seq += 1
+        self.do(self.proto.on_message(kind, payload, self.load()))
+
+    def replay_message(self, payload: str) -> None:
+        """Answer a restarted optimizer from the transcript: feed the protocol the trials the
+        recorded answer delivered, in order, so it rebuilds that answer (nothing runs again)."""
+        rec = self.transcript.next_in()
+        if payload != rec.payload:
+            raise ExperimentFailed(replay.divergence(self.transcript.n_replayed, payload,
+                                                     rec.payload, self.exp_id))
+        out = self.transcript.next_out()
+        load = (out or {}).get("load") or self.load()
+        ids = (out or {}).get("ids") or []
+        for i in ids:            # results of trials an earlier message inserted (stream mode)
+            if i in self.proto_ids:
+                self.feed(i)
+        replies: list[Reply] = []
+        self.do(self.proto.on_message(eq.PUT, payload, load), replies)
+        for i in ids:
+            if i not in self.delivered:
+                self.feed(i)
+        n = self.transcript.n_replayed
+        if out is not None:
+            replies += self.proto.answer(load)
+            if len(replies) != 1:
+                raise ExperimentFailed(f"the transcript of experiment {self.exp_id} does not match "
+                                       f"its trials at message {n} ({len(replies)} answers "
+                                       f"rebuilt instead of one); it cannot be resumed")
+            self.flush()
+            self.server.reply(replies[0].text)
+        elif self.transcript.active and replies:   # only DONE and the final message go unanswered
+            raise ExperimentFailed(f"the transcript of experiment {self.exp_id} has no answer to "
+                                   f"its message {n}; it cannot be resumed")
+        if not self.transcript.active:
+            # The last recorded message: from here on the run is live (and records again); an
+            # answer that was never sent goes out now.
+            self.go_live()
+            self.do(replies if out is None else [])
+
+    def feed(self, tid: int) -> None:
+        """A trial of the transcript's answer, back to the protocol as it finished then."""
+        t = self.trials.get(tid)
+        if t is None or t.status not in replay.FINISHED:
+            raise ExperimentFailed(
+                f"the transcript of experiment {self.exp_id} says the optimizer was given trial "
+                f"{tid}, but the store has it as {t.status.value if t else 'missing'}: the store "
+                f"was changed since. This experiment cannot be resumed.")
+        self.delivered.add(tid)
+        self.proto.on_finished(t)
+
+    def go_live(self) -> None:
+        """The transcript is used up: hand the protocol what finished and the optimizer has not
+        seen, and run again what had not finished (unless the optimizer had already finished)."""
+        self.transcript = None
+        rerun = []
+        for t in sorted(self.trials.values(), key=lambda t: (t.finished_at or 0, t.id)):
+            if t.id in self.delivered:
+                continue
+            if t.status in replay.FINISHED:
+                self.proto.on_finished(t)
+            elif self.proto.finished:
+                t.cancel("the optimizer finished before this trial was needed", time.time())
+                self.writer.trial_changed(t)
+            else:
+                t.requeue()
+                self.writer.trial_changed(t)
+                rerun.append(t.id)
+        rerun.sort()
+        self.sched.submit(rerun)
+        log(f"experiment {self.exp_id}: transcript replayed; {len(rerun)} trial(s) that had not "
+            f"finished run again; live from here")
+
     # ---- protocol actions --------------------------------------------------------------------
-    def do(self, actions) -> None:
-        for a in actions:
-            if isinstance(a, Reply):
-                self.writer.flush()  # results and their events are stored before the optimizer sees them
+    def do(self, actions, replies: list | None = None) -> None:
+        """Carry out the protocol's actions. ``replies``: collect answers instead of sending them
+        (a replayed message); anything the store could not take yet is held and retried."""
+        for k, a in enumerate(actions):
+            if self.held:
+                self.held.append(a)
+            elif isinstance(a, Reply):
+                if replies is not None:
+                    replies.append(a)
+                    continue
+                self.writer.record_eq(self.exp_id, self.seq, "out",
+                                      json.dumps({"ids": list(a.ids), "load": a.load}))
+                self.seq += 1
+                # Results and their events are stored before the optimizer sees them.
+                if not self.flush():
+                    self.held.append(_Send(a.text))
+                    continue
+                self.server.reply(a.text)
+            elif isinstance(a, _Send):
+                if not self.flush():
+                    self.held.append(a)
+                    continue
                 self.server.reply(a.text)
             elif isinstance(a, InsertTrials):
-                now = time.time()
-                ids = self.writer.add_trials(self.exp_id, a.points, now) if a.points else []
-                new = [Trial(i, p, now) for i, p in zip(ids, a.points)]
-                self.trials.update((t.id, t) for t in new)
-                self.sched.submit(ids)
-                self.do(self.proto.on_inserted(new, self.load()))
+                self.insert(a, replies)
             elif isinstance(a, Finish):
                 if a.warning:
                     log(f"warning: {a.warning}")
@@ -148,6 +380,30 @@ class Driver:
                             "the optimizer finished before this trial started")
             elif isinstance(a, Fail):
                 raise ExperimentFailed(a.why)
+
+    def insert(self, a: InsertTrials, replies: list | None) -> None:
+        now = time.time()
+        if replies is not None:   # replayed: these trials exist; the message owns the next ids
+            ids = self.transcript.take_ids(len(a.points))
+            new = [self.trials[i] for i in ids]
+            self.proto_ids.update(ids)
+            if len(ids) < len(a.points):   # cannot happen (stored with its message); be safe
+                raise ExperimentFailed(f"the transcript of experiment {self.exp_id} has fewer "
+                                       f"trials than its message {self.transcript.n_replayed} "
+                                       f"proposed; this experiment cannot be resumed")
+            self.do(self.proto.on_inserted(new, self.load()), replies)
+            return
+        try:
+            ids = self.writer.add_trials(self.exp_id, a.points, now) if a.points else []
+        except store.StoreAway:
+            self.held.append(a)
+            self.flush()   # notes the outage and its start
+            return
+        new = [Trial(i, p, now) for i, p in zip(ids, a.points)]
+        self.trials.update((t.id, t) for t in new)
+        self.proto_ids.update(ids)
+        self.sched.submit(ids)
+        self.do(self.proto.on_inserted(new, self.load()))
 
     def cancel(self, ids: list[int], why: str) -> None:
         now = time.time()
@@ -232,6 +488,29 @@ class Driver:
                                    "(TIMEOUT); the pilot does not honour the limit")
 
     # ---- the optimizer process ---------------------------------------------------------------
+    def watch_optimizer(self, now: float) -> None:
+        """Every worker idle and the optimizer owes us its next message: say so once a minute,
+        and fail after OPT_TIMEOUT (an optimizer in an endless loop must not hold the job)."""
+        waiting = (not self.proto.finished and self.proto.request is None and not self.held
+                   and not self.sched.busy and self.proto._inserting is None)
+        if not waiting:
+            self.idle_since = None
+            return
+        if self.idle_since is None:
+            self.idle_since = self.last_wait_notice = max(now, self.last_opt_msg)
+        idle = now - self.idle_since
+        if idle > self.cfg.opt_timeout:
+            raise ExperimentFailed(
+                f"the optimizer {self.cfg.algo_file} has sent nothing for {idle:.0f} s while "
+                f"every worker was idle (OPT_TIMEOUT = {self.cfg.opt_timeout:g} s): it is stuck "
+                f"or far too slow (its log: {self.optimizer.log_path}). Fix the optimizer, or "
+                f"raise OPT_TIMEOUT if its proposals really take that long.")
+        if now - self.last_wait_notice >= WAIT_NOTICE_S:
+            self.last_wait_notice = now
+            log(f"all {self.n_workers} workers have waited {idle / 60:.0f} min for the optimizer "
+                f"(pid {self.optimizer.proc.pid if self.optimizer.proc else '?'}); the run fails "
+                f"after OPT_TIMEOUT = {self.cfg.opt_timeout:g} s")
+
     def check_optimizer(self) -> None:
         """Notice the optimizer's exit; raises ExperimentFailed unless it ended with DONE."""
         rc = self.optimizer.exit_code()
@@ -253,21 +532,47 @@ class Driver:
 
     # ---- the end -----------------------------------------------------------------------------
     def end(self, status: ExperimentStatus, why_cancelled: str, error: str | None = None) -> int:
-        self.writer.flush()
+        """Close the experiment (and this segment) in the store, once everything is written."""
+        if not self.wait_for_store():
+            self.spill()
+            return 0
         return store.end_experiment(self.engine, self.exp_id, status, error=error,
                                     final_message=self.proto.final_message,
                                     why_cancelled=why_cancelled)
 
-    def stop_workers(self) -> None:
+    def wait_for_store(self) -> bool:
+        """At the end nothing else is left to do: wait (up to store_wait) for a store that is
+        away, so what was recorded is not lost; a stop signal ends the wait."""
+        while not self.writer.flush(force=True):
+            for line in self.writer.take_notices():
+                log(line)
+            if self.writer.away_for() > self.cfg.store_wait or self.stop_signal is not None:
+                return False
+            time.sleep(1.0)
+        return True
+
+    def spill(self) -> str:
+        path = self.cfg.run_path / "unsaved.jsonl"
+        n = self.writer.spill(path)
+        sys.stderr.write(f"[emews] the store is unavailable ({self.writer.error}): {n} change(s) "
+                         f"it could not take are in {path}; a resume of experiment "
+                         f"{self.exp_id} imports them\n")
+        return str(path)
+
+    def stop_workers(self, code: int = 0) -> None:
+        """STOP to every worker; a worker kills its trial processes and leaves (also mid-trial)."""
         for r in self.sched.ranks:
-            if r not in self.sched.out:
-                self.comm.send(None, dest=r, tag=Tag.STOP)
+            self.sends.isend(None, r, Tag.STOP)
+        deadline = time.time() + 5
+        while self.sends.pending and time.time() < deadline:
+            self.sends.test()
+            time.sleep(0.01)
         if self.sched.out:
-            # A worker stuck in native code never reads STOP; everything is recorded, so end the
-            # job (MPI_Abort with code 0 makes mpiexec exit 0).
-            log(f"ending the MPI job: worker(s) {sorted(self.sched.out)} are still stuck in a trial")
+            # A worker rank that stopped answering never reads STOP; everything is recorded, so
+            # end the job (MPI_Abort with code 0 makes mpiexec exit 0).
+            log(f"ending the MPI job: worker(s) {sorted(self.sched.out)} stopped answering")
             sys.stdout.flush()
-            self.comm.Abort(0)
+            self.comm.Abort(code)
 
     def finish_ok(self) -> int:
         n = self.end(ExperimentStatus.COMPLETED, "the optimizer finished before this trial was needed")
@@ -277,6 +582,39 @@ class Driver:
         self.print_summary()
         self.stop_workers()
         return 0
+
+    def interrupt(self, why: str) -> int:
+        """Stop cleanly and resumably: open trials and the experiment become ``interrupted``."""
+        if self.server is not None:
+            self.server.abort(why)
+        try:
+            self.optimizer.stop(grace_s=1.0)
+        except Exception:  # noqa: BLE001 - recording comes first
+            pass
+        now = time.time()
+        n_open = 0
+        for t in self.trials.values():
+            if t.status in (TrialStatus.QUEUED, TrialStatus.RUNNING):
+                t.interrupt(f"{why}; a resume runs it again", now)
+                self.writer.trial_changed(t)
+                n_open += 1
+        resume = (f"make workflow RESUME={self.exp_id} DB={self.db_name()}  (or: emews workflow "
+                  f"--resume {self.exp_id} --db {self.db_name()})")
+        where = ""
+        if self.writer.flush(force=True):
+            store.end_experiment(self.engine, self.exp_id, ExperimentStatus.INTERRUPTED,
+                                 error=why, final_message=self.proto.final_message,
+                                 why_cancelled=f"{why}; a resume runs it again",
+                                 open_as=TrialStatus.INTERRUPTED)
+        else:
+            where = f"; what the store could not take is in {self.spill()}"
+        done = sum(t.status is TrialStatus.COMPLETED for t in self.trials.values())
+        sys.stderr.write(f"[emews] experiment {self.exp_id} {why}: {done} trial(s) completed, "
+                         f"{n_open} interrupted{where}. Resume with: {resume}\n")
+        sys.stderr.flush()
+        code = 128 + self.stop_signal if self.stop_signal else 1
+        self.stop_workers(code)
+        return code
 
     def fail(self, why: str) -> int:
         sys.stdout.flush()
@@ -294,12 +632,7 @@ class Driver:
         except Exception:  # noqa: BLE001
             sys.stderr.write(f"[emews] could not record the failure in the store:\n"
                              f"{traceback.format_exc()}\n")
-        if self.sched.n_inflight or self.sched.out:
-            # A resident worker mid-trial cannot be interrupted; end the whole job.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            self.comm.Abort(1)
-        self.stop_workers()
+        self.stop_workers(1)
         return 1
 
     def print_summary(self) -> None:

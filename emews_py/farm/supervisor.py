@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from emews_py.farm.procs import die_with_parent_of
+
 
 class Supervisor:
     def __init__(self, endpoint: str, algo_file: str, run_dir: str | Path):
@@ -29,7 +31,7 @@ class Supervisor:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "emews_py.optimizer", self.endpoint, self.algo_file],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.run_dir,
-                env=env)
+                env=env, preexec_fn=die_with_parent_of())  # never outlives rank 0
         return self.proc.pid
 
     def echo_log(self) -> None:
