@@ -98,14 +98,16 @@ def test_kill_9_then_resume_runs_no_completed_trial_again(tmp_path, mode):
         assert p.returncode == 0, output(p)
     runs = tmp_path / "runs"
     kills = 2 if mode == "batch" else 1
+    done_before: dict[int, int] = {}   # trial id -> its attempts when a kill found it completed
     for k in range(kills):
         if k == 0:
             proc = start(runs, *args)
         else:
             proc = start(runs, "--resume", "1")
         wait_for(runs, completed(runs), 4 + 4 * k, proc)
-        done_before = {r["id"] for r in trials(runs) if r["status"] == "completed"}
         os.killpg(proc.pid, signal.SIGKILL)
+        done_before.update((r["id"], r["attempts"]) for r in trials(runs)
+                           if r["status"] == "completed")
         proc.wait()
         time.sleep(0.5)
         assert not leftovers(str(runs)), leftovers(str(runs))
@@ -117,9 +119,9 @@ def test_kill_9_then_resume_runs_no_completed_trial_again(tmp_path, mode):
     rows = trials(runs)
     assert query(runs, "SELECT status FROM experiments") == [{"status": "completed"}]
     assert len(rows) == 14 and all(r["status"] == "completed" for r in rows), rows
-    for r in rows:   # a trial that completed before a kill never ran again
+    for r in rows:   # a trial that had completed before a kill never ran again
         if r["id"] in done_before:
-            assert r["attempts"] == 1, r
+            assert r["attempts"] == done_before[r["id"]], r
     segs = query(runs, "SELECT number, status FROM segments ORDER BY number")
     assert [s["number"] for s in segs] == list(range(1, kills + 2))
     assert [s["status"] for s in segs] == ["killed"] * kills + ["completed"]
