@@ -8,6 +8,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,10 +63,25 @@ def midway(k: int) -> str:
             f"{int(k)} THEN (SELECT COUNT(*) FROM trials WHERE status = 'running') ELSE 0 END AS n")
 
 
-def leftovers(marker: str) -> list[str]:
-    """Processes whose command line names this run (its config, its trial files)."""
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in ps.splitlines() if marker in line and "ps -eo" not in line]
+def leftovers(runs) -> list[str]:
+    """Processes of these runs still alive: anything whose command line names a run directory
+    (ranks, trial processes) or a run's EQ endpoint (the optimizer), or that runs inside one."""
+    runs = Path(runs)
+    markers = [str(runs)] + [json.loads(f.read_text())["endpoint"]
+                             for f in runs.glob("*/config.json")]
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(d / "cwd")
+            state = (d / "stat").read_text().split(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (any(m in args for m in markers) or cwd.startswith(str(runs))):
+            out.append(f"{d.name} {args}")
+    return out
 
 
 def trials(runs, exp=None) -> list[dict]:
@@ -110,7 +126,7 @@ def test_kill_9_then_resume_runs_no_completed_trial_again(tmp_path, mode):
                            if r["status"] == "completed")
         proc.wait()
         time.sleep(0.5)
-        assert not leftovers(str(runs)), leftovers(str(runs))
+        assert not leftovers(runs), leftovers(runs)
         exp = query(runs, "SELECT id, status FROM experiments")
         assert exp == [{"id": 1, "status": "running"}]  # killed: nobody could record anything
     p = resume(runs, 1)
@@ -147,7 +163,7 @@ def test_sigterm_to_the_job_interrupts_cleanly_and_resume_completes(tmp_path):
     assert "Traceback" not in out, out
     assert out.count("Resume with") == 1 and "RESUME=1" in out, out
     time.sleep(0.5)
-    assert not leftovers(str(runs)), leftovers(str(runs))
+    assert not leftovers(runs), leftovers(runs)
     assert query(runs, "SELECT status FROM experiments") == [{"status": "interrupted"}]
     st = {r["status"] for r in trials(runs)}
     assert st <= {"completed", "interrupted"} and "interrupted" in st, st
@@ -178,7 +194,7 @@ def test_ctrl_c_while_mlrmbo_fits_interrupts_within_10_s(tmp_path):
     assert query(runs, "SELECT status FROM experiments") == [{"status": "interrupted"}]
     assert not [r for r in trials(runs) if r["status"] in ("running", "queued")]
     time.sleep(0.5)
-    assert not leftovers(str(runs))
+    assert not leftovers(runs)
 
 
 PY_OPT = """\

@@ -27,11 +27,14 @@ class Supervisor:
     def start(self) -> int:
         """Start the optimizer; raises OSError if the interpreter cannot start."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Dies with rank 0, and in a session of its own: a Ctrl-C to the terminal's process group
+        # would interrupt R inside rpy2 (which installs its own SIGINT handler) with a traceback;
+        # the driver stops it instead (abort message, then kill).
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "emews_py.optimizer", self.endpoint, self.algo_file],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.run_dir,
-                env=env, preexec_fn=die_with_parent_of())  # never outlives rank 0
+                env=env, preexec_fn=die_with_parent_of(new_session=True))
         return self.proc.pid
 
     def echo_log(self) -> None:
