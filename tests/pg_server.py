@@ -175,6 +175,23 @@ class PostgresServer:
             self.stop()  # leave no server or directory behind
             raise
 
+    def _opts(self) -> str:
+        return (f"-c listen_addresses=127.0.0.1 -p {self.port} "
+                f"-c unix_socket_directories={self.tmp} -c fsync=off "
+                f"-c synchronous_commit=off -c full_page_writes=off")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data (a database restart, an outage): ``pg_ctl stop``."""
+        self._check("pg_ctl stop", self._exec([self.bindir / "pg_ctl", "-D", self.datadir, "-m",
+                                               mode, "-w", "-t", "30", "stop"]))
+
+    def restart(self) -> None:
+        """Start a server stopped with ``halt`` again, on the same port, with the same data."""
+        self._check("pg_ctl start", self._exec([self.bindir / "pg_ctl", "-D", self.datadir, "-l",
+                                                self.logfile, "-o", self._opts(), "-w", "-t",
+                                                "60", "start"]))
+        self._wait_ready()
+
     def _start(self, attempts: int) -> "PostgresServer":
         self._prepare_user()
         base = Path(tempfile.gettempdir())
@@ -197,11 +214,8 @@ class PostgresServer:
         last = None
         for _ in range(attempts):
             self.port = free_port()
-            opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                    f"-c unix_socket_directories={self.tmp} -c fsync=off "
-                    f"-c synchronous_commit=off -c full_page_writes=off")
             p = self._exec([self.bindir / "pg_ctl", "-D", self.datadir, "-l", self.logfile,
-                            "-o", opts, "-w", "-t", "60", "start"])
+                            "-o", self._opts(), "-w", "-t", "60", "start"])
             if p.returncode == 0:
                 self._started = True
                 break

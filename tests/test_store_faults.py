@@ -32,17 +32,10 @@ class Restartable:
         self.s = server
 
     def stop(self) -> None:
-        s = self.s
-        s._check("pg_ctl stop", s._exec([s.bindir / "pg_ctl", "-D", s.datadir, "-m", "fast",
-                                         "-w", "-t", "30", "stop"]))
+        self.s.halt("fast")
 
     def start(self) -> None:
-        s = self.s
-        opts = (f"-c listen_addresses=127.0.0.1 -p {s.port} -c unix_socket_directories={s.tmp} "
-                f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        s._check("pg_ctl start", s._exec([s.bindir / "pg_ctl", "-D", s.datadir, "-l", s.logfile,
-                                          "-o", opts, "-w", "-t", "60", "start"]))
-        s._wait_ready()
+        self.s.restart()
 
 
 @pytest.fixture(scope="module")
