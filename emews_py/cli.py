@@ -165,7 +165,7 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
                     run_dir=str(run_dir), endpoint=new_endpoint(), mode=mode, settings=settings,
                     space_file=str(space_file), space_text=space_file.read_text(),
                     space_json=space, timeout=timeout, impute=impute, keep_models=keep,
-                    opt_timeout=opt_timeout)
+                    opt_timeout=opt_timeout, store_wait=store_wait_of())
     cfg_file = run_dir / "config.json"
     cfg.write(cfg_file)
     return cfg, cfg_file, procs
@@ -291,7 +291,8 @@ def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
     cfg = dataclasses.replace(stored, db=db, run_dir=str(run_dir), endpoint=new_endpoint(),
                               mode=mode, timeout=timeout, settings=settings,
                               space_file=space_file, resume=rid,
-                              opt_timeout=opt_timeout_of(a, stored.opt_timeout))
+                              opt_timeout=opt_timeout_of(a, stored.opt_timeout),
+                              store_wait=store_wait_of())
     cfg_file = run_dir / "config.json"
     cfg.write(cfg_file)
     print(f"[emews] resuming experiment {rid} '{stored.exp}' ({x['shown']}: {x['completed']} of "
@@ -303,6 +304,14 @@ def opt_timeout_of(a: argparse.Namespace, default: float = RunConfig.opt_timeout
     return positive("OPT_TIMEOUT", a.opt_timeout, False, "how long, in seconds, the optimizer may "
                     "send nothing while every worker is idle before the run fails", "3600") \
         if a.opt_timeout else default
+
+
+def store_wait_of() -> float:
+    """How long a store that went away mid-run is waited for before the run stops (resumable):
+    $EMEWS_STORE_WAIT seconds, default 10 min."""
+    v = os.environ.get("EMEWS_STORE_WAIT", "")
+    return positive("EMEWS_STORE_WAIT", v, False, "how long, in seconds, the run waits for a "
+                    "store that went away before it stops", "600") if v else RunConfig.store_wait
 
 
 def default_db(a: argparse.Namespace | None = None) -> str:

@@ -39,11 +39,12 @@ def start(runs, *args, db=None, env=None) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def wait_for(runs, sql: str, at_least: int, proc: subprocess.Popen, limit: float = 240) -> None:
+def wait_for(runs, sql: str, at_least: int, proc: subprocess.Popen, limit: float = 240,
+             db: str | None = None) -> None:
     t0 = time.time()
     while time.time() - t0 < limit:
         try:
-            if query(runs, sql)[0]["n"] >= at_least:
+            if query(runs, sql, db=db)[0]["n"] >= at_least:
                 return
         except Exception:  # noqa: BLE001 - the store may not exist yet
             pass

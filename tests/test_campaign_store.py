@@ -1,0 +1,105 @@
+"""The store goes away mid-run, for real: a PostgreSQL server stopped and started while trials run,
+an SQLite write lock held by another client for longer than SQLite's 30 s busy timeout. The run
+goes on, nothing is lost, and it completes; a store that stays away past its limit stops the run
+as interrupted, and the resume imports what it could not store (issue 8, item 5)."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from helpers import output, query, run_workflow
+from pg_server import PostgresServer, PostgresUnavailable
+from test_campaign import completed, slow_space, start, trials, wait_for
+
+
+@pytest.fixture(scope="module")
+def pg():
+    try:
+        server = PostgresServer(dbname="outage").start()
+    except PostgresUnavailable as e:
+        pytest.fail(f"cannot start a PostgreSQL server: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+ARGS = ["--pilot", "bench", "--algo", "random", "--procs", "3", "--settings",
+        "seed = 7, propose.points = 4"]
+
+
+def test_postgresql_restarted_mid_run_loses_nothing(tmp_path, pg):
+    url = pg.url.replace("+psycopg2", "")     # a plain postgresql:// URL, as a user writes it
+    runs = tmp_path / "runs"
+    proc = start(runs, *ARGS, "--budget", "20", "--space", str(slow_space(tmp_path)), db=url)
+    wait_for(runs, completed(runs), 4, proc, db=url)
+    pg.halt("fast")            # a database restart: every connection is cut
+    time.sleep(6)
+    pg.restart()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "the store is unavailable" in out and "the store is back after" in out, out
+    assert "Traceback" not in out
+    rows = query(runs, "SELECT status, COUNT(*) AS n FROM trials GROUP BY status", db=url)
+    assert rows == [{"status": "completed", "n": 20}], rows
+    assert query(runs, "SELECT status FROM experiments", db=url) == [{"status": "completed"}]
+    # Every trial's events and answers are there once: the transcript has no gap or repeat.
+    seqs = [r["seq"] for r in query(runs, "SELECT seq FROM eq_messages ORDER BY seq", db=url)]
+    assert seqs == list(range(len(seqs)))
+
+
+def hold_lock(db: str, seconds: float, held: threading.Event) -> None:
+    con = sqlite3.connect(db, timeout=60, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")   # another client holds the write lock
+    held.set()
+    time.sleep(seconds)
+    con.execute("ROLLBACK")
+    con.close()
+
+
+def test_sqlite_lock_held_70_s_by_another_client_delays_but_loses_nothing(tmp_path):
+    """Longer than SQLite's 30 s busy timeout, which used to kill the driver."""
+    runs = tmp_path / "runs"
+    proc = start(runs, *ARGS, "--budget", "16", "--space", str(slow_space(tmp_path)))
+    wait_for(runs, completed(runs), 4, proc)
+    held = threading.Event()
+    t = threading.Thread(target=hold_lock, args=(str(runs / "emews.db"), 70, held))
+    t.start()
+    held.wait(30)
+    out, _ = proc.communicate(timeout=400)
+    t.join()
+    assert proc.returncode == 0, out
+    assert "the store is unavailable" in out and "the store is back after" in out, out
+    rows = trials(runs)
+    assert len(rows) == 16 and all(r["status"] == "completed" for r in rows), rows
+    assert all(r["attempts"] == 1 for r in rows)
+
+
+def test_store_away_past_its_limit_stops_the_run_and_resume_imports_the_rest(tmp_path):
+    """STORE_WAIT short: the run stops as interrupted, writes what it could not store to
+    unsaved.jsonl, and the resume imports it: no completed trial runs again."""
+    runs = tmp_path / "runs"
+    proc = start(runs, *ARGS, "--budget", "16", "--space", str(slow_space(tmp_path)),
+                 env={"EMEWS_STORE_WAIT": "4"})
+    wait_for(runs, completed(runs), 4, proc)
+    held = threading.Event()
+    t = threading.Thread(target=hold_lock, args=(str(runs / "emews.db"), 25, held))
+    t.start()
+    held.wait(30)
+    out, _ = proc.communicate(timeout=200)
+    t.join()
+    assert proc.returncode != 0, out
+    assert "unsaved.jsonl" in out and "Resume with" in out, out
+    spills = list(runs.glob("*/unsaved.jsonl"))
+    assert len(spills) == 1
+    p = run_workflow(runs, "--resume", "1", timeout=300)
+    assert p.returncode == 0, output(p)
+    assert "imported" in p.stdout
+    rows = trials(runs)
+    assert len(rows) == 16 and all(r["status"] == "completed" for r in rows), rows
+    assert not list(runs.glob("*/unsaved.jsonl"))
