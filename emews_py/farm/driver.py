@@ -468,15 +468,16 @@ class Driver:
         self.proto.on_finished(t)
 
     def watchdog(self, now: float) -> None:
-        """A worker whose trial is far past TIMEOUT is taken out of service, so the run goes on."""
+        """The backstop for a worker RANK that stops answering (its own watchdog kills a stuck
+        trial's interpreter well before this): its trial is recorded, the rank gets no more."""
         for v in self.sched.watchdog(now):
             t = self.trials[v.trial_id]
             host = self.hello.get(v.rank, {}).get("host")
-            why = (f"no result {now - v.since:.0f} s after it started: the pilot did not stop at "
-                   f"the time limit of {self.cfg.timeout} s (TIMEOUT); worker {v.rank} is taken "
-                   f"out of service")
-            log(f"worker {v.rank}: trial {t.id} is stuck past its time limit; the worker gets no "
-                f"more trials ({self.n_workers - len(self.sched.out)} left)")
+            why = (f"no result {now - v.since:.0f} s after it started, far past the time limit of "
+                   f"{self.cfg.timeout} s (TIMEOUT): worker {v.rank} stopped answering and is "
+                   f"taken out of service")
+            log(f"worker {v.rank} stopped answering (trial {t.id} is far past its time limit); "
+                f"it gets no more trials ({self.n_workers - len(self.sched.out)} left)")
             t.finish(Result(t.id, TrialStatus.TIMEOUT, v.since, now, v.rank, host, error=why))
             self.writer.trial_changed(t)
             self.proto.on_finished(t)
