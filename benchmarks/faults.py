@@ -126,7 +126,10 @@ class Faults:
         for at, kind in self.plan:
             while time.time() - t0 < at:
                 time.sleep(0.05)
-            getattr(self, kind)()
+            if kind == "outage":   # lasts seconds: the other faults keep their times
+                threading.Thread(target=self.outage, daemon=True).start()
+            else:
+                getattr(self, kind)()
 
     def kill(self, sig=signal.SIGKILL, what="killed") -> None:
         pids = interpreters(self.runs)
@@ -171,7 +174,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--procs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--sleep", type=float, default=0.2, help="seconds per trial")
+    ap.add_argument("--sleep", type=float, default=0.5, help="seconds per trial")
     ap.add_argument("--timeout", type=float, default=3, help="TIMEOUT (a stuck trial costs "
                     "TIMEOUT plus the worker's grace of 10 s)")
     ap.add_argument("--kills", type=int, default=3)
