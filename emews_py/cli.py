@@ -160,6 +160,8 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
         raise UsageError(f"EXP={exp[:40]}... is {len(exp)} characters long; the store keeps experiment "
                          f"names of at most {experiments.c.name.type.length}. Give a shorter EXP.")
     runs_root, db = open_store(a)
+    if "warm.start" in settings:
+        check_warm_start(settings["warm.start"], db)
     run_dir = new_run_dir(runs_root, exp)
     cfg = RunConfig(exp=exp, pilot=a.pilot, algo=algo.stem, algo_file=str(algo), db=db,
                     run_dir=str(run_dir), endpoint=new_endpoint(), mode=mode, settings=settings,
@@ -169,6 +171,30 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
     cfg_file = run_dir / "config.json"
     cfg.write(cfg_file)
     return cfg, cfg_file, procs
+
+
+def check_warm_start(value, db: str) -> None:
+    """SETTINGS warm.start = ID names an experiment of this store (checked before anything
+    starts; the optimizer asks for its trials with the EQ history message)."""
+    from sqlalchemy import select
+
+    from emews_py.store import experiments, make_engine
+    from emews_py.store.engine import shown_url
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value)
+    found = None
+    if ok:
+        eng = make_engine(db)
+        try:
+            with eng.connect() as c:
+                found = c.execute(select(experiments.c.id, experiments.c.pilot)
+                                  .where(experiments.c.id == int(value))).first()
+        finally:
+            eng.dispose()
+    if found is None:
+        raise UsageError(f"SETTINGS warm.start = {value!r}: the store {shown_url(db)} has no "
+                         f"experiment {value!r} to start from. `emews status` lists the "
+                         f"experiments there; give warm.start one of their ids, or DB=URL of the "
+                         f"store it ran in.")
 
 
 # What a resume cannot change: the optimizer is restarted as it started and answered from the

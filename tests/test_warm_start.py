@@ -120,15 +120,16 @@ def test_warm_start_skips_the_design_and_reuses_every_finished_trial(first):
 
 
 def test_warm_start_from_an_unknown_experiment_fails_naming_it(first):
+    """Checked before anything starts: one paragraph, exit 2, no experiment recorded (the
+    optimizer-side error for a store that lost it is the protocol test above)."""
     d, _ = first
+    before = query(d, "SELECT COUNT(*) AS n FROM experiments")[0]["n"]
     p = run_workflow(d, "--pilot", "bench", "--algo", "mlrMBO", "--procs", "2", "--budget", "4",
                      "--space", str(d / "space.R"), "--settings", "warm.start = 99999", timeout=300)
-    assert p.returncode != 0, output(p)
-    e = query(d, "SELECT id, status, error FROM experiments ORDER BY id DESC LIMIT 1")[0]
-    assert e["status"] == "failed"
-    assert "experiment 99999" in e["error"] and "store of this run has no experiment 99999" in e["error"]
-    assert "experiment 99999" in output(p)
-    assert query(d, "SELECT COUNT(*) AS n FROM trials WHERE experiment_id = :e", e=e["id"])[0]["n"] == 0
+    assert p.returncode == 2, output(p)
+    assert "warm.start = 99999" in p.stderr and "no experiment 99999" in p.stderr, output(p)
+    assert "Traceback" not in output(p)
+    assert query(d, "SELECT COUNT(*) AS n FROM experiments")[0]["n"] == before
 
 
 HISTORY_PY = """\
