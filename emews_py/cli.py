@@ -780,6 +780,30 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trials(a: argparse.Namespace) -> int:
+    """``emews trials ID``: the table of ``emews_py.trials`` (emews_py/data.py) as CSV or JSON."""
+    from emews_py.data import DataError, trials
+    if a.format not in ("csv", "json"):
+        sys.stderr.write(f"emews: error: --format {a.format!r} is not known; give --format csv "
+                         f"(the default) or --format json (a list of records)\n")
+        return 2
+    try:
+        df = trials(default_db(a), a.experiment)
+    except DataError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    try:
+        if a.format == "csv":
+            df.to_csv(sys.stdout, index=False)
+        else:   # NaN as null, times as ISO 8601 UTC, floats to 15 digits (pandas' most)
+            sys.stdout.write(df.to_json(orient="records", date_format="iso", date_unit="us",
+                                        double_precision=15) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:     # `emews trials 3 | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="emews", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -814,6 +838,13 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--write", action="store_true",
                    help="allow changes (committed); without it the store is opened read-only")
     q.set_defaults(func=cmd_sql)
+    tr = sub.add_parser("trials", help="an experiment's trials as CSV or JSON, params and "
+                                       "metrics in columns (emews_py.trials)")
+    tr.add_argument("experiment", help="an experiment id, or a name (shared: the latest)")
+    tr.add_argument("--format", default="csv", help="csv (default) or json (records)")
+    tr.add_argument("--db", default="")
+    tr.add_argument("--runs", default="", help="the default store is RUNS/emews.db")
+    tr.set_defaults(func=cmd_trials)
     from emews_py.simulate import add_parser as add_simulate  # imports this module: not at the top
     add_simulate(sub)
     a = ap.parse_args(argv)
