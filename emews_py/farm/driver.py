@@ -31,6 +31,7 @@ from emews_py import eq, store
 from emews_py.config import RunConfig
 from emews_py.farm import replay
 from emews_py.farm.models import ModelKeeper
+from emews_py.farm.progress import Progress
 from emews_py.farm.protocol import Fail, Finish, InsertTrials, Protocol, Reply
 from emews_py.farm.scheduler import Scheduler, stuck_after
 from emews_py.farm.supervisor import Supervisor
@@ -97,6 +98,8 @@ class Driver:
         self.models = ModelKeeper(self.writer, cfg.keep_models)
         self.sends = Sends(comm)
         self.hello: dict[int, dict] = {}
+        self.progress = Progress(cfg.settings.get("max.budget"))
+        self.progress.seed(self.trials.values())   # a resume: what earlier jobs finished
         self.server: eq.EQServer | None = None
         self.opt_exited = False
         self.stop_signal: int | None = None
@@ -230,6 +233,7 @@ class Driver:
                 self.optimizer.echo_log()
                 if not self.opt_exited:
                     self.check_optimizer()
+                self.progress.tick(now, len(self.sched.running))
             if self.proto.finished and not self.sched.busy and self.proto.request is None \
                     and not self.held:
                 return
@@ -445,8 +449,22 @@ class Driver:
                 raise ExperimentFailed(f"worker {source} on {msg['host']} could not import pilot "
                                        f"'{self.cfg.pilot}' (MODE={self.cfg.mode}): {msg['error']}")
             if "import_s" in msg:
-                log(f"worker {source} (pid {msg['pid']} on {msg['host']}) imported pilot "
-                    f"'{self.cfg.pilot}' once in {msg['import_s']:.2f} s")
+                self.on_imported(source, msg)
+
+    def on_imported(self, source: int, msg: dict) -> None:
+        """Per worker a line in RUN_DIR/workers.log; on the terminal one line once all said
+        hello (64 lines of start-up say less than one)."""
+        with open(self.cfg.run_path / "workers.log", "a") as f:
+            f.write(f"worker {source} (pid {msg['pid']} on {msg['host']}) imported pilot "
+                    f"'{self.cfg.pilot}' once in {msg['import_s']:.2f} s\n")
+        times = [h["import_s"] for h in self.hello.values() if "import_s" in h]
+        if len(times) == self.n_workers:
+            hosts = {h["host"] for h in self.hello.values()}
+            n = f"{self.n_workers} worker{'s' if self.n_workers > 1 else ''}"
+            lo, hi = f"{min(times):.1f}", f"{max(times):.1f}"
+            span = lo if lo == hi else f"{lo}–{hi}"
+            on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
+            log(f"{n}{on} imported pilot '{self.cfg.pilot}' in {span} s")
 
     def record(self, r: Result, source: int) -> None:
         t = self.trials[r.trial_id]
@@ -458,6 +476,7 @@ class Driver:
             return  # a late answer from a written-off worker; the first answer stands
         t.finish(r)
         self.writer.trial_changed(t)
+        self.progress.finished(t)
         self.sched.observe(r.duration)
         if r.status is not TrialStatus.COMPLETED:
             first = (r.error or "").strip().splitlines()
@@ -480,6 +499,7 @@ class Driver:
                 f"it gets no more trials ({self.n_workers - len(self.sched.out)} left)")
             t.finish(Result(t.id, TrialStatus.TIMEOUT, v.since, now, v.rank, host, error=why))
             self.writer.trial_changed(t)
+            self.progress.finished(t)
             self.proto.on_finished(t)
             for tid in v.requeued:  # never started there: back to the queue
                 self.trials[tid].requeue()
@@ -637,6 +657,7 @@ class Driver:
         return 1
 
     def print_summary(self) -> None:
+        self.progress.stop()   # the summary replaces the live line
         s = store.summary(self.engine, self.exp_id)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())) or "none"
         log(f"run directory: {self.cfg.run_dir}")
