@@ -412,6 +412,9 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # rank 0's stdout is hydra's pipe: it learns here whether the user's is a terminal (progress.py)
+    env.setdefault("EMEWS_PROGRESS", "tty" if sys.stdout.isatty() else "plain")
+    env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
     rc, signaled = run_job(cmd, env, cfg.run_path / "driver.pid")
     if rc != 0:
         mark_abandoned(cfg, rc, signaled, default_db())

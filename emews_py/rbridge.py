@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -82,10 +83,51 @@ def parse_settings(text: str) -> dict:
 _session_ready = False
 
 
+class _Lines:
+    """R's console output, written as-is to a Python stream one complete line at a time.
+
+    rpy2's default sends R's message()/warning() text through ``logging`` as ``R[write to
+    console]: ...``, one record per chunk (the text, then its newline: a blank line). R writes a
+    line in pieces (``cat("a "); cat("b\\n")``), so pieces wait here for their newline; the rest
+    is written at exit."""
+
+    def __init__(self, stream: str):
+        self.stream, self.buf = stream, ""
+
+    def __call__(self, s: str) -> None:
+        self.buf += s
+        cut = self.buf.rfind("\n") + 1
+        if cut:
+            self.write(self.buf[:cut])
+            self.buf = self.buf[cut:]
+
+    def write(self, text: str) -> None:
+        f = getattr(sys, self.stream)   # looked up each time: the stream may be redirected
+        f.write(text)
+        f.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            self.write(self.buf)
+            self.buf = ""
+
+
+def _console_callbacks() -> None:
+    """R's stdout to sys.stdout and its stderr (message, warning) to sys.stderr, unprefixed."""
+    import atexit
+    from rpy2.rinterface_lib import callbacks
+    out, err = _Lines("stdout"), _Lines("stderr")
+    callbacks.consolewrite_print, callbacks.consolewrite_warnerror = out, err
+    atexit.register(out.flush)
+    atexit.register(err.flush)
+
+
 def session():
     """The embedded R, set up once per process: EQ_HOME and the helpers every optimizer sees
     (eq/R/EQ.R, eq/R/space.R) plus the runner. Returns ``rpy2.robjects``."""
     global _session_ready
+    if not _session_ready:
+        _console_callbacks()   # before R starts: its start-up messages too
     import rpy2.robjects as ro
     if not _session_ready:
         ro.globalenv["EQ_HOME"] = str(REPO_ROOT)

@@ -461,7 +461,8 @@ class Driver:
         if len(times) == self.n_workers:
             hosts = {h["host"] for h in self.hello.values()}
             n = f"{self.n_workers} worker{'s' if self.n_workers > 1 else ''}"
-            lo, hi = f"{min(times):.1f}", f"{max(times):.1f}"
+            d = 1 if max(times) >= 1 else 2
+            lo, hi = f"{min(times):.{d}f}", f"{max(times):.{d}f}"
             span = lo if lo == hi else f"{lo}–{hi}"
             on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
             log(f"{n}{on} imported pilot '{self.cfg.pilot}' in {span} s")

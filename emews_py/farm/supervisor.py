@@ -15,6 +15,8 @@ from pathlib import Path
 
 from emews_py.farm.procs import die_with_parent_of
 
+RPY2_PREFIX = "R[write to console]: "
+
 
 class Supervisor:
     def __init__(self, endpoint: str, algo_file: str, run_dir: str | Path):
@@ -23,6 +25,7 @@ class Supervisor:
         self.log_path = self.run_dir / "optimizer.log"
         self.proc: subprocess.Popen | None = None
         self._log_pos = 0
+        self._after_noise = False
 
     def start(self) -> int:
         """Start the optimizer; raises OSError if the interpreter cannot start."""
@@ -53,7 +56,14 @@ class Supervisor:
         cut = cut or len(chunk)
         self._log_pos += cut
         for line in chunk[:cut].decode(errors="replace").splitlines():
-            sys.stdout.write(f"[optimizer] {line}\n")
+            # rpy2's logging of R's console (an optimizer that embeds R on its own; ours writes
+            # R's output as-is, rbridge._Lines): drop its prefix and the blank line after it.
+            noise, self._after_noise = self._after_noise, line.startswith(RPY2_PREFIX)
+            if self._after_noise:
+                line = line[len(RPY2_PREFIX):]
+            elif noise and not line.strip():
+                continue
+            sys.stdout.write(f"[optimizer] {line}\n" if line else "[optimizer]\n")
         sys.stdout.flush()
 
     def tail(self, n: int = 6000) -> str:
