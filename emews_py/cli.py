@@ -807,6 +807,57 @@ def cmd_trials(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    """emews report ID: one self-contained HTML file (emews_py/report), the store read-only."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from emews_py.store import SCHEMA_VERSION
+    from emews_py.store.engine import current_version, shown_url
+    url = default_db(a)
+    out = Path(a.output or f"report-{a.id}.html").expanduser().resolve()
+    try:
+        if out.is_dir():
+            raise UsageError(f"the report path {out} is a directory; give a file name, e.g. "
+                             f"-o {out / f'report-{a.id}.html'}")
+        if not out.parent.is_dir():
+            raise UsageError(f"cannot write the report to {out}: the directory {out.parent} does "
+                             f"not exist; create it or give another path with -o")
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write the report to {out}: the directory {out.parent} is "
+                             f"not writable; give another path with -o")
+        from emews_py.report import ReportError, render
+        eng = sql_engine(url, write=False)
+        with eng.connect() as c:
+            version = current_version(c)
+        if version != SCHEMA_VERSION:
+            raise UsageError(f"the store {shown_url(url)} is at schema version {version} and "
+                             f"emews report reads version {SCHEMA_VERSION}: any `emews workflow` "
+                             f"run against it upgrades it in place" if version else
+                             f"the store {shown_url(url)} has no experiments (not an emews store)")
+        try:
+            page = render(eng, a.id)
+        except ReportError as e:
+            raise UsageError(str(e)) from None
+        finally:
+            eng.dispose()
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")   # a viewer never sees half a file
+        try:
+            tmp.write_text(page, encoding="utf-8")
+            os.replace(tmp, out)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"cannot write the report to {out}: {e.strerror or e}") from None
+    except UsageError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    except SQLAlchemyError as e:
+        sys.stderr.write(f"emews: error: the store {shown_url(url)} cannot be read: "
+                         f"{' '.join(str(getattr(e, 'orig', None) or e).split())}\n")
+        return 1
+    print(f"[emews] report of experiment {a.id}: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="emews", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -841,6 +892,13 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--write", action="store_true",
                    help="allow changes (committed); without it the store is opened read-only")
     q.set_defaults(func=cmd_sql)
+    rp = sub.add_parser("report", help="one self-contained HTML report of an experiment")
+    rp.add_argument("id", type=int, help="the experiment id (emews status lists them)")
+    rp.add_argument("-o", "--output", default="", metavar="FILE",
+                    help="where to write it (default ./report-ID.html)")
+    rp.add_argument("--db", default="")
+    rp.add_argument("--runs", default="", help="the default store is RUNS/emews.db")
+    rp.set_defaults(func=cmd_report)
     tr = sub.add_parser("trials", help="an experiment's trials as CSV or JSON, params and "
                                        "metrics in columns (emews_py.trials)")
     tr.add_argument("experiment", help="an experiment id, or a name (shared: the latest)")
