@@ -135,8 +135,13 @@ class Progress:
         printed above the live line instead of through it."""
         from rich.console import Console
         from rich.live import Live
-        console = Console(file=sys.stdout, force_terminal=True, soft_wrap=True,
-                          highlight=False, markup=False, emoji=False)
+
+        class _Console(Console):
+            def show_cursor(self, show: bool = True) -> bool:
+                return False   # a rank 0 killed mid-run must not leave the user's cursor hidden
+
+        console = _Console(file=sys.stdout, force_terminal=True, soft_wrap=True,
+                           highlight=False, markup=False, emoji=False)
         live = Live(first, console=console, auto_refresh=False, transient=True,
                     redirect_stdout=True, redirect_stderr=True)
         live.start(refresh=True)
