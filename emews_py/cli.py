@@ -785,7 +785,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def cmd_trials(a: argparse.Namespace) -> int:
     """``emews trials ID``: the table of ``emews_py.trials`` (emews_py/data.py) as CSV or JSON."""
-    from emews_py.data import DataError, trials
+    from emews_py.data import DataError, records, trials
     if a.format not in ("csv", "json"):
         sys.stderr.write(f"emews: error: --format {a.format!r} is not known; give --format csv "
                          f"(the default) or --format json (a list of records)\n")
@@ -798,9 +798,9 @@ def cmd_trials(a: argparse.Namespace) -> int:
     try:
         if a.format == "csv":
             df.to_csv(sys.stdout, index=False)
-        else:   # NaN as null, times as ISO 8601 UTC, floats to 15 digits (pandas' most)
-            sys.stdout.write(df.to_json(orient="records", date_format="iso", date_unit="us",
-                                        double_precision=15) + "\n")
+        else:   # strict JSON: NaN as null, +-inf as "Infinity", times ISO 8601 UTC
+            json.dump(records(df), sys.stdout, allow_nan=False)
+            sys.stdout.write("\n")
         sys.stdout.flush()
     except BrokenPipeError:     # `emews trials 3 | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -25,10 +25,11 @@ apart from it. ``df.attrs["experiment"]`` holds the experiment's id and name.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-__all__ = ["DataError", "trials", "events", "resolve_experiment"]
+__all__ = ["DataError", "trials", "events", "records", "resolve_experiment"]
 
 PARAM, METRIC = "param_", "metric_"
 TIME_COLUMNS = ("submitted_at", "started_at", "finished_at")
@@ -193,3 +194,24 @@ def events(db: str | None, experiment: int | str):
     df = pd.concat([base, _expand([r["metrics"] for r in rows], METRIC)], axis=1)
     df.attrs["experiment"] = {"id": exp_id, "name": name}
     return df
+
+
+def records(df) -> list[dict]:
+    """The rows of a ``trials``/``events`` DataFrame as plain JSON-ready dicts (what
+    ``emews trials --format json`` prints): missing values and NaN as None, times as ISO 8601
+    UTC text ending in Z, +-inf as "Infinity"/"-Infinity", floats at full precision (pandas'
+    to_json keeps 15 digits)."""
+    import pandas as pd
+
+    def plain(v):
+        if v is None or v is pd.NaT or v is pd.NA:
+            return None
+        if isinstance(v, pd.Timestamp):
+            return v.tz_convert("UTC").tz_localize(None).isoformat() + "Z"
+        if hasattr(v, "item"):      # numpy scalars
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            # JSON has no infinity: a diverged loss is "Infinity", as in the EQ protocol
+            return None if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+        return v
+    return [{k: plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
