@@ -22,6 +22,7 @@ Settings (SETTINGS="sampler = 'cmaes'" or JSON):
   constant.liar      tpe: running trials count as bad ones so parallel proposals spread out
                      (default FALSE, Optuna's default)
   population.size    nsga2: the population (default: Optuna's, 50)
+  verbose            TRUE (default): a line at the start and one at the end on stderr
   seed               the sampler's seed (the workflow sends one; fixed: the same proposals)
   max.budget         trials in all (the workflow's BUDGET)
 Other workflow names (workers, param.set.file, space, propose.points, mode, impute,
@@ -43,7 +44,8 @@ import eqpy
 from emews_py.space import Space
 
 SAMPLERS = ("tpe", "cmaes", "gp", "nsga2", "random", "qmc")
-OWN = ("sampler", "n.startup.trials", "multivariate", "constant.liar", "population.size")
+OWN = ("sampler", "n.startup.trials", "multivariate", "constant.liar", "population.size",
+       "verbose")
 # sent by the workflow (emews_py/cli.py) or meant for the farm or other optimizers
 WORKFLOW = ("max.budget", "workers", "seed", "param.set.file", "space", "propose.points", "mode",
             "impute", "keep.models")
@@ -92,8 +94,8 @@ def _int(settings: dict, name: str):
     return int(v)
 
 
-def _bool(settings: dict, name: str) -> bool:
-    v = settings.get(name, False)
+def _bool(settings: dict, name: str, default: bool = False) -> bool:
+    v = settings.get(name, default)
     if not isinstance(v, bool):
         raise ValueError(f"optuna: setting {name} = {v!r} must be TRUE or FALSE.")
     return v
@@ -168,8 +170,9 @@ def run():
     budget = int(settings["max.budget"])
     free = max(1, int(settings.get("workers") or 1))
     study = optuna.create_study(direction="minimize", sampler=sampler)   # in memory
-    sys.stderr.write(f"optuna {optuna.__version__}: {name} sampler, {len(dists)} parameters, "
-                     f"budget {budget}, seed {settings.get('seed')}\n")
+    say = sys.stderr.write if _bool(settings, "verbose", True) else (lambda text: None)
+    say(f"optuna {optuna.__version__}: {name} sampler, {len(dists)} parameters, "
+        f"budget {budget}, seed {settings.get('seed')}\n")
     pending, sent = {}, {}     # trial id -> Optuna trial; trial id -> the point the pilot got
     submitted, failed, best_y, best_x = 0, 0, math.inf, None
     while submitted < budget or pending:
@@ -195,7 +198,7 @@ def run():
             if y < best_y:
                 best_y, best_x = y, sent[r["id"]]
         free = int(rep.get("free", len(rep["results"])))
-    sys.stderr.write(f"optuna: {submitted} evaluated ({failed} failed), best {best_y:.6g}\n")
+    say(f"optuna: {submitted} evaluated ({failed} failed), best {best_y:.6g}\n")
     eqpy.done({"algorithm": "optuna", "sampler": name, "evaluations": submitted,
                "failed": failed, "best.y": best_y if best_x is not None else None,
                "best.x": best_x})
