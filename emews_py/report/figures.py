@@ -125,9 +125,13 @@ def learning_curves(d: dict) -> dict:
 
 
 def _log_axis(vals: list[float], p: dict) -> bool:
+    """A log axis for a positive numeric parameter that spans two decades, or one with a trafo
+    (e.g. learning_rate = 10^x) that spans one."""
     pos = [v for v in vals if v is not None]
-    return bool(pos) and min(pos) > 0 and (bool(p.get("trafo")) or max(pos) / min(pos) >= 100) \
-        and p.get("type") == "numeric" and max(pos) / min(pos) >= 10
+    if p.get("type") != "numeric" or not pos or min(pos) <= 0:
+        return False
+    ratio = max(pos) / min(pos)
+    return ratio >= 100 or (bool(p.get("trafo")) and ratio >= 10)
 
 
 def _is_number(v) -> bool:
