@@ -26,7 +26,8 @@ def test_treat_trials_events_and_model_store(tmp_path):
     # each of the 2 resident workers imported the pilot (and Keras) once for 5 trials: one line
     # on the terminal, one per worker in RUN_DIR/workers.log
     assert len(re.findall(r"imported pilot", out)) == 1, out
-    assert re.search(r"\[emews\] 2 workers imported pilot 'treat' in [\d.]+(–[\d.]+)? s", out), out
+    assert re.search(r"\[emews\] 2 workers imported pilot 'treat' in [\d.]+(–[\d.]+)? s", out), \
+        out
     run_dir = re.search(r"run directory: (\S+)", out).group(1)
     detail = open(f"{run_dir}/workers.log").read()
     assert len(re.findall(r"worker \d \(pid \d+ on .*\) imported pilot 'treat' once", detail)) == 2
