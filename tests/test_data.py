@@ -166,3 +166,32 @@ def test_unknown_experiment_store_or_format_is_one_line_and_exit_2(made, tmp_pat
         assert p.returncode == 2 and p.stdout == ""
         assert says in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "emews.db").exists()     # read-only: a missing store is not created
+
+
+def test_postgresql_store_gives_the_same_frames(postgres_url):
+    """The same API on a real PostgreSQL server (JSON and timestamps come back through psycopg);
+    the space's order puts b before a."""
+    eng = store.init_db(postgres_url)
+    w = store.Writer(eng)
+    e = w.create_experiment(name="pg-data", pilot="bench", algorithm="random",
+                            space_json={"params": [{"id": "b", "type": "numeric"},
+                                                   {"id": "a", "type": "discrete"}]})
+    ids = w.add_trials(e, [{"a": "x", "b": 1.5}, {"a": "y", "b": 2.5}], submitted=1_800_000_000.0)
+    t = Trial(ids[0], {"a": "x", "b": 1.5}, 1_800_000_000.0)
+    t.start(2, "node02", 1_800_000_001.0)
+    t.finish(Result(ids[0], TrialStatus.FAILED, 1_800_000_001.0, 1_800_000_002.0, 2, "node02",
+                    error="ValueError: x"))
+    w.trial_changed(t)
+    w.add_events([{"trial_id": ids[0], "kind": "epoch_end", "epoch": 0, "at": 1_800_000_001.5,
+                   "metrics": {"loss": 0.5}}])
+    w.flush()
+    eng.dispose()
+    df = emews_py.trials(postgres_url, e)
+    assert list(df.columns[:6]) == ["trial_id", "experiment_id", "status", "objective",
+                                    "param_b", "param_a"]
+    assert df.status.tolist() == ["failed", "queued"] and df.param_a.tolist() == ["x", "y"]
+    assert df.at[0, "error"] == "ValueError: x" and df.at[0, "seconds"] == pytest.approx(1.0)
+    assert pd.isna(df.at[1, "started_at"]) and pd.isna(df.at[1, "worker"])
+    assert df.at[0, "submitted_at"] == pd.Timestamp("2027-01-15 08:00:00", tz="UTC")
+    ev = emews_py.events(postgres_url, "pg-data")
+    assert ev[["trial_id", "epoch", "metric_loss"]].values.tolist() == [[ids[0], 0, 0.5]]
