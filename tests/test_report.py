@@ -34,11 +34,13 @@ def at(s: float | None):
     return None if s is None else T0 + dt.timedelta(seconds=s)
 
 
-def make_store(path: Path, rows: list[dict], epochs: dict[int, int] | None = None,
-               status: str = "completed", heartbeat=None) -> str:
-    """A real SQLite store with one experiment and exactly ``rows`` (id, status, objective,
-    worker, start, end, params, error); ``epochs``: trial id -> number of epoch_end events."""
-    url = f"sqlite:///{path}"
+def make_store(where: Path | str, rows: list[dict], epochs: dict[int, int] | None = None,
+               status: str = "completed", heartbeat=None) -> tuple[str, int]:
+    """A real store (an SQLite file, or a URL) with one more experiment holding exactly ``rows``
+    (status, objective, worker, start, end, params, error; ``id`` only names a row here, the
+    store numbers trials); ``epochs``: row id -> number of epoch_end events. Returns (URL, the
+    experiment's id)."""
+    url = where if isinstance(where, str) else f"sqlite:///{where}"
     eng = init_db(url)
     with eng.begin() as c:
         exp = c.execute(insert(experiments).values(
@@ -51,19 +53,21 @@ def make_store(path: Path, rows: list[dict], epochs: dict[int, int] | None = Non
                                           procs=3, workers=2, started_at=T0, status=status,
                                           heartbeat_at=heartbeat,
                                           ended_at=None if status == "running" else at(40)))
+        ids = {}
         for r in rows:
-            c.execute(insert(trials).values(
-                id=r["id"], experiment_id=exp, params=r.get("params", {}), status=r["status"],
+            ids[r["id"]] = c.execute(insert(trials).values(
+                experiment_id=exp, params=r.get("params", {}), status=r["status"],
                 objective=r.get("objective"), worker=r.get("worker"), host="node7",
                 submitted_at=T0, started_at=at(r.get("start")), finished_at=at(r.get("end")),
-                error=r.get("error"), attempts=1 if r.get("start") is not None else 0))
-        for tid, n in (epochs or {}).items():
+                error=r.get("error"), attempts=1 if r.get("start") is not None else 0)
+            ).inserted_primary_key[0]
+        for rid, n in (epochs or {}).items():
             for e in range(n):
                 c.execute(insert(events).values(
-                    trial_id=tid, kind="epoch_end", epoch=e, at=at(e),
+                    trial_id=ids[rid], kind="epoch_end", epoch=e, at=at(e),
                     metrics={"loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1)}))
     eng.dispose()
-    return url
+    return url, exp
 
 
 def report(url: str, exp: int, out: Path, **kw) -> subprocess.CompletedProcess:
@@ -115,10 +119,10 @@ MIXED = [  # 4 completed, 1 failed, 1 running, 1 queued; workers 1 and 2
 
 
 def test_report_of_a_known_experiment_still_running(tmp_path, browser):
-    url = make_store(tmp_path / "s.db", MIXED, epochs={5: 6, 2: 4, 1: 3}, status="running",
-                     heartbeat=utcnow())
+    url, exp = make_store(tmp_path / "s.db", MIXED, epochs={5: 6, 2: 4, 1: 3},
+                          status="running", heartbeat=utcnow())
     out = tmp_path / "known.html"
-    p = report(url, 1, out)
+    p = report(url, exp, out)
     assert p.returncode == 0, output(p)
     assert str(out) in p.stdout
     text = out.read_text()
@@ -144,9 +148,9 @@ def test_failed_trials_only_say_so_where_the_charts_would_be(tmp_path, browser):
     rows = [{"id": i, "status": "failed", "worker": 1 + i % 2, "start": 2 * i, "end": 2 * i + 1,
              "params": {"lr": 0.01, "units": 8, "act": "elu"}, "error": f"boom {i}"}
             for i in range(1, 4)]
-    url = make_store(tmp_path / "f.db", rows)
+    url, exp = make_store(tmp_path / "f.db", rows)
     out = tmp_path / "failed.html"
-    p = report(url, 1, out)
+    p = report(url, exp, out)
     assert p.returncode == 0, output(p)
     charts = check_page(browser, out, tmp_path / "failed.png")
     for cid in ("best_by_trial", "best_by_time", "curves", "parallel", "param_lr", "param_act"):
@@ -159,7 +163,7 @@ def test_failed_trials_only_say_so_where_the_charts_would_be(tmp_path, browser):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    url = make_store(tmp_path / "s.db", MIXED)
+    url, _ = make_store(tmp_path / "s.db", MIXED)
     eng = init_db(url)
     with eng.begin() as c:   # a second experiment without any trial
         c.execute(insert(experiments).values(name="empty", pilot="bench", algorithm="random",
@@ -199,6 +203,29 @@ def read_only(d: Path):
         if immutable:
             subprocess.run(["chattr", "-i", str(d)], check=True)
         d.chmod(0o755)
+
+
+def test_report_from_postgresql(tmp_path, postgres_url):
+    """The same page from a PostgreSQL store (JSON and timestamps as psycopg returns them)."""
+    rows = [r for r in MIXED if r["status"] != "running"]   # a running one ends at "now"
+    url, exp = make_store(postgres_url, rows, epochs={5: 6})
+    sq_url, sq_exp = make_store(tmp_path / "s.db", rows, epochs={5: 6})
+    pg, sq = tmp_path / "pg.html", tmp_path / "sq.html"
+    for u, e, out in ((url, exp, pg), (sq_url, sq_exp, sq)):
+        p = report(u, e, out)
+        assert p.returncode == 0, output(p)
+
+    def charts(f: Path) -> str:   # the chart data, trial ids made relative
+        import json
+        import re
+        page = f.read_text()
+        data = json.loads(re.search(r'<script id="chart-data" type="application/json">(.*?)'
+                                    r'</script>', page, re.S).group(1))
+        return json.dumps([{k: v for k, v in c.items() if k != "data"} | {
+            "n": [len(t.get("x") or t.get("dimensions") or []) for t in c["data"]]}
+            for c in data], sort_keys=True)
+    assert charts(pg) == charts(sq)
+    assert "the loss diverged" in pg.read_text()
 
 
 def test_report_of_a_real_run(tmp_path, browser):

@@ -67,7 +67,10 @@ def load(engine: Engine, exp_id: int, now=None) -> dict:
         r["start_s"] = _secs(r["started_at"], t0)
         r["end_s"] = _secs(r["finished_at"], t0)
         if r["status"] == TrialStatus.RUNNING.value and r["started_at"] is not None:
-            r["end_s"] = _secs(now, t0)   # still running: its bar reaches the time of the report
+            # still running: its bar reaches the time of the report, or the last heartbeat of
+            # a job that is gone (stale)
+            last = now if st["shown"] == "running" else (st["heartbeat_at"] or now)
+            r["end_s"] = max(_secs(last, t0), r["start_s"])
         r["duration_s"] = (r["end_s"] - r["start_s"]
                            if r["start_s"] is not None and r["end_s"] is not None else None)
 
