@@ -425,13 +425,15 @@ SI_KERNEL = 0x80       # siginfo si_code of a signal the kernel sent: the termin
 KILL_AFTER_S = 20.0    # the driver stops within 10 s of a signal; past this, mpiexec is killed
 
 
-def signal_driver(pid_file: Path | None) -> None:
-    """SIGTERM to rank 0, whose pid the driver writes to RUN_DIR/driver.pid when it starts."""
+def signal_driver(pid_file: Path | None) -> bool:
+    """SIGTERM to rank 0, whose pid the driver writes to RUN_DIR/driver.pid when it starts;
+    False if it has not started yet (the caller tries again)."""
     import signal
     try:
         os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        return True
     except (AttributeError, OSError, ValueError, IndexError):
-        pass   # not started yet (or gone): the escalation below still ends the job
+        return False
 
 
 def run_job(cmd: list[str], env: dict, pid_file: Path | None = None) -> tuple[int, int | None]:
@@ -458,7 +460,7 @@ def run_job(cmd: list[str], env: dict, pid_file: Path | None = None) -> tuple[in
         raise
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     first: int | None = None
-    first_at, killed = 0.0, False
+    first_at, killed, forward = 0.0, False, False
     try:
         while True:
             got = [(x, None) for x in early]   # came before the mask: sender unknown
@@ -467,13 +469,15 @@ def run_job(cmd: list[str], env: dict, pid_file: Path | None = None) -> tuple[in
             if info is not None:
                 got.append((info.si_signo, info.si_code))
             rc = proc.poll()
+            if forward and rc is None and signal_driver(pid_file):
+                forward = False   # a driver that was still starting gets it once it is up
             for signo, code in got:
                 if rc is not None:   # it ended as the signal came: only remember the signal
                     first = first or signo
                 elif first is None:
                     first, first_at = signo, time.time()
-                    if code != SI_KERNEL:
-                        signal_driver(pid_file)
+                    # A Ctrl-C at the terminal (SI_KERNEL) reached every rank already.
+                    forward = code != SI_KERNEL
                     print(f"[emews] {signal.Signals(signo).name}: stopping the run; the driver "
                           f"records what ran (Ctrl-C again to kill it at once)", flush=True)
                 elif signo == signal.SIGINT and not killed:
