@@ -67,8 +67,9 @@ workflow: venv
 
 # `make status` lists the experiments in the store; `make status ID=3` shows one.
 status: export DB := $(DB)
+status: export ID := $(ID)
 status: venv
-	@$(VENV)/bin/emews status $(ID) --db "$$DB"
+	@$(VENV)/bin/emews status $${ID:+"$$ID"} --db "$$DB"
 
 clean:
 	rm -rf runs .pytest_cache
