@@ -109,3 +109,49 @@ def test_bad_settings_fail_the_run_naming_the_setting(tmp_path, settings, says):
     assert exp["status"] == "failed" and rows == []
     for s in says:
         assert s in exp["error"] and s in output(p)
+
+
+def test_a_stopped_optuna_search_resumes_without_rerunning_completed_trials(tmp_path):
+    """Optuna with a seed is deterministic given the same answers, so a resume can replay its EQ
+    transcript: the completed trials keep their single attempt and the budget is met exactly."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import EMEWS, ROOT
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"params": [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
+        {"id": "sleep", "type": "discrete", "values": [0.6]}]}))
+    proc = subprocess.Popen([EMEWS, "workflow", "--runs", str(tmp_path), "--algo", "optuna",
+                             "--procs", "3", "--budget", "12", "--space", str(space),
+                             "--settings", "sampler = 'cmaes', n.startup.trials = 4, seed = 9"],
+                            cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        try:
+            if query(tmp_path, "SELECT COUNT(*) AS n FROM trials "
+                               "WHERE status = 'completed'")[0]["n"] >= 4:
+                break
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "RESUME=1" in out, out
+    before = {r["id"]: r for r in experiment(tmp_path, "bench-optuna")[1]
+              if r["status"] == "completed"}
+    assert 4 <= len(before) < 12
+    p = run_workflow(tmp_path, "--resume", "1")
+    assert p.returncode == 0, output(p)
+    exp, rows = experiment(tmp_path, "bench-optuna")
+    assert exp["status"] == "completed" and len(rows) == 12
+    assert all(r["status"] == "completed" for r in rows)
+    for i, r in before.items():
+        after = next(x for x in rows if x["id"] == i)
+        assert after["attempts"] == 1 and after["params"] == r["params"]
+    assert json.loads(exp["final_message"])["evaluations"] == 12
