@@ -33,7 +33,6 @@ The final message: {"algorithm", "sampler", "evaluations", "failed", "best.y", "
 best.x the parameters the pilot received (trafo applied).
 """
 import difflib
-import json
 import math
 import os
 import sys
