@@ -19,6 +19,14 @@ TIMEOUT ?=
 OPT_TIMEOUT ?=
 SETTINGS ?=
 RESUME ?=
+# Batch submission (docs/sites.md): SITE=slurm|pbs|lsf|local (workflows/sites/SITE.toml).
+SITE ?=
+NODES ?=
+PPN ?=
+WALLTIME ?=
+QUEUE ?=
+ACCOUNT ?=
+DRYRUN ?=
 
 .PHONY: setup apt venv test workflow status clean
 
@@ -59,11 +67,19 @@ workflow: export TIMEOUT := $(TIMEOUT)
 workflow: export SETTINGS := $(SETTINGS)
 workflow: export OPT_TIMEOUT := $(OPT_TIMEOUT)
 workflow: export RESUME := $(RESUME)
+workflow: export SITE := $(SITE)
+workflow: export NODES := $(NODES)
+workflow: export PPN := $(PPN)
+workflow: export WALLTIME := $(WALLTIME)
+workflow: export QUEUE := $(QUEUE)
+workflow: export ACCOUNT := $(ACCOUNT)
+workflow: export DRYRUN := $(DRYRUN)
 workflow: venv
 	@$(VENV)/bin/emews workflow --pilot "$$PILOT" --algo "$$ALGO" --procs "$$PROCS" \
 	  --budget "$$BUDGET" --space "$$SPACE" --db "$$DB" --exp "$$EXP" --mode "$$MODE" \
 	  --timeout "$$TIMEOUT" --opt-timeout "$$OPT_TIMEOUT" --settings "$$SETTINGS" \
-	  --resume "$$RESUME"
+	  --resume "$$RESUME" --site "$$SITE" --nodes "$$NODES" --ppn "$$PPN" \
+	  --walltime "$$WALLTIME" --queue "$$QUEUE" --account "$$ACCOUNT" --dryrun "$$DRYRUN"
 
 # `make status` lists the experiments in the store; `make status ID=3` shows one.
 status: export DB := $(DB)

@@ -379,8 +379,13 @@ def launcher(procs: int) -> list[str]:
     tmpl = os.environ.get("EMEWS_LAUNCHER")
     if tmpl:
         return [w.replace("{procs}", str(procs)) for w in shlex.split(tmpl)]
+    return [default_mpiexec(), "-n", str(procs)]
+
+
+def default_mpiexec() -> str:
+    """The venv's mpiexec (MPICH from PyPI, the MPI mpi4py was built with), else PATH's."""
     mpiexec = Path(sys.executable).parent / "mpiexec"
-    return [str(mpiexec) if mpiexec.exists() else (shutil.which("mpiexec") or "mpiexec"), "-n", str(procs)]
+    return str(mpiexec) if mpiexec.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
 def _dead_here(seg: dict) -> bool:
@@ -401,13 +406,102 @@ def _dead_here(seg: dict) -> bool:
         return False
 
 
+BATCH_OPTIONS = ("nodes", "ppn", "walltime", "queue", "account", "dryrun")
+
+
 def cmd_workflow(a: argparse.Namespace) -> int:
+    if getattr(a, "site", ""):
+        return cmd_submit(a)
+    given = [o.upper() for o in BATCH_OPTIONS if getattr(a, o, "")]
+    if given:
+        sys.stderr.write(f"emews: error: {', '.join(given)} given without SITE: they describe a "
+                         f"batch job. Add SITE=NAME (a file in workflows/sites/: slurm, pbs, lsf, "
+                         f"local) to submit one, or leave them out to run here (PROCS=N).\n")
+        return 2
     try:
         cfg, cfg_file, procs = prepare_resume(a) if a.resume else prepare(a)
     except (UsageError, SpaceError, PilotError) as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
     cmd = launcher(procs) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
+    return start_job(cfg, cmd)
+
+
+def dryrun_of(v: str) -> bool:
+    if v.strip().lower() in ("", "0", "no", "false"):
+        return False
+    if v.strip().lower() in ("1", "yes", "true"):
+        return True
+    raise UsageError(f"DRYRUN={v!r}: use DRYRUN=1 to print the batch script without submitting "
+                     f"it (or leave DRYRUN out).")
+
+
+def cmd_submit(a: argparse.Namespace) -> int:
+    """``--site NAME``: check everything as for a run here, write RUN_DIR/job.sh from the site
+    file and submit it (or print it: --dryrun). The job runs ``emews launch`` on the same
+    config.json; PROCS is NODES*PPN unless given."""
+    from emews_py import sites
+    try:
+        dry = dryrun_of(a.dryrun)
+        site = sites.load_site(a.site)
+        values = sites.job_values(site, a.nodes, a.ppn, a.walltime, a.queue, a.account)
+        if not a.procs and values["nodes"] and values["ppn"]:
+            a.procs = str(int(values["nodes"]) * int(values["ppn"]))
+        cfg, cfg_file, procs = prepare_resume(a) if a.resume else prepare(a)
+    except (UsageError, SpaceError, PilotError, sites.SiteError) as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    values.update(procs=str(procs), mpiexec=shlex.quote(default_mpiexec()),
+                  job_name=cfg.exp if cfg.resume is None else f"{cfg.exp}-resume{cfg.resume}")
+    farm = sites.launch_command(site, procs, default_mpiexec(), os.environ.get("EMEWS_LAUNCHER"))
+    farm += [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
+    command = [sys.executable, "-m", "emews_py.cli", "launch", str(cfg_file), "--", *farm]
+    script = sites.write_script(site, cfg.run_path, values, command, Path.cwd())
+    print(f"[emews] run directory: {cfg.run_dir}", flush=True)
+    print(f"[emews] batch script for {site.name} ({site.file}): {script}", flush=True)
+    if dry:
+        print(script.read_text(), end="", flush=True)
+        print(f"[emews] DRYRUN: nothing submitted; submit it with: "
+              f"{shlex.join(w.replace('{script}', str(script)) for w in site.submit)}"
+              f"{' < ' + shlex.quote(str(script)) if site.stdin else ''}", flush=True)
+        return 0
+    try:
+        job = sites.submit(site, script)
+    except sites.SiteError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    out = cfg.run_path / sites.OUTPUT
+    print(f"[emews] submitted to {site.name}: job {job}", flush=True)
+    follow = sites.fill(site.follow, {"job_id": job}).strip() if site.follow else ""
+    print(f"[emews] follow it: `emews status` (the experiment is listed once the job starts)"
+          f"{', `' + follow + '`' if follow else ''}, `tail -f {shlex.quote(str(out))}`",
+          flush=True)
+    cancel = sites.fill(site.cancel, {"job_id": job}).strip() if site.cancel else ""
+    again = (f"RESUME={cfg.resume}" if cfg.resume is not None else "RESUME=ID")
+    print(f"[emews] {('`' + cancel + '` stops it cleanly; ') if cancel else ''}after a stop or "
+          f"its time limit, resubmit with the same command plus {again} (or --resume)",
+          flush=True)
+    return 0
+
+
+def cmd_launch(a: argparse.Namespace) -> int:
+    """``emews launch CONFIG -- MPI COMMAND``: what a batch script runs: the MPI job of a run
+    directory that ``emews workflow --site`` prepared, with the stop handling and post-mortem of
+    a run started here."""
+    from emews_py.config import ConfigError
+    try:
+        cfg = RunConfig.read(a.config)
+    except ConfigError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
+    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not cmd:
+        sys.stderr.write("emews: error: launch needs the MPI command after --\n")
+        return 2
+    return start_job(cfg, cmd)
+
+
+def start_job(cfg: RunConfig, cmd: list[str]) -> int:
     print(f"[emews] run directory: {cfg.run_dir}", flush=True)
     print(f"[emews] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -884,7 +978,22 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--resume", default="", metavar="ID",
                    help="continue experiment ID (interrupted, killed or failed) in a new job")
     w.add_argument("--runs", default="", help="where run directories go (default ./runs or $EMEWS_RUNS)")
+    b = w.add_argument_group("batch submission (docs/sites.md)")
+    b.add_argument("--site", default="", help="submit a batch job: a site file "
+                   "workflows/sites/NAME.toml (slurm, pbs, lsf, local) or a path to one")
+    b.add_argument("--nodes", default="", help="nodes of the job")
+    b.add_argument("--ppn", default="", help="MPI processes per node (PROCS = NODES*PPN unless given)")
+    b.add_argument("--walltime", default="", help="the job's time limit, HH:MM:SS")
+    b.add_argument("--queue", default="", help="queue or partition (default: the site's)")
+    b.add_argument("--account", default="", help="account or project to charge")
+    b.add_argument("--dryrun", default="", nargs="?", const="1",
+                   help="print the batch script, submit nothing")
     w.set_defaults(func=cmd_workflow)
+    la = sub.add_parser("launch", help="run a prepared run directory's MPI job (what a batch "
+                                       "script of --site runs)")
+    la.add_argument("config", help="RUN_DIR/config.json")
+    la.add_argument("command", nargs=argparse.REMAINDER, help="-- the MPI command")
+    la.set_defaults(func=cmd_launch)
     st = sub.add_parser("status", help="the experiments in the store, or one in detail")
     st.add_argument("id", nargs="?", type=int, help="an experiment id: show it in detail")
     st.add_argument("--db", default="")
