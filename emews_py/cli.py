@@ -461,9 +461,11 @@ def cmd_submit(a: argparse.Namespace) -> int:
     print(f"[emews] batch script for {site.name} ({site.file}): {script}", flush=True)
     if dry:
         print(script.read_text(), end="", flush=True)
-        print(f"[emews] DRYRUN: nothing submitted; submit it with: "
-              f"{shlex.join(w.replace('{script}', str(script)) for w in site.submit)}"
-              f"{' < ' + shlex.quote(str(script)) if site.stdin else ''}", flush=True)
+        # from the run directory: the script's output file is relative to it
+        print(f"[emews] DRYRUN: nothing submitted; submit it with: cd "
+              f"{shlex.quote(str(script.parent))} && "
+              f"{shlex.join(w.replace('{script}', script.name) for w in site.submit)}"
+              f"{' < ' + script.name if site.stdin else ''}", flush=True)
         return 0
     try:
         job = sites.submit(site, script)

@@ -62,7 +62,8 @@ def test_slurm_dryrun_prints_the_script_and_submits_nothing(tmp_path):
     assert p.returncode == 0, output(p)
     path, script = script_of(p)
     assert script in p.stdout                         # printed whole
-    assert not submitted(tmp_path) and "nothing submitted" in p.stdout
+    assert not submitted(tmp_path)
+    assert f"nothing submitted; submit it with: cd {path.parent} && sbatch job.sh" in p.stdout
     assert path.parent.parent == tmp_path / "runs" and path.name == "job.sh"
     for line in ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --time=01:30:00",
                  "#SBATCH --partition=debug", "#SBATCH --account=proj_1",
@@ -96,7 +97,7 @@ def test_pbs_and_lsf_scripts(tmp_path, site, lines):
     assert f"cd {ROOT}" in script
     assert "-n 6 " in script.splitlines()[-1] and str(path.parent / "config.json") in script
     if site == "lsf":    # bsub reads directives from its standard input
-        assert f"bsub < {path}" in p.stdout
+        assert f"cd {path.parent} && bsub < job.sh" in p.stdout
 
 
 def test_queue_and_account_lines_are_left_out_when_not_given(tmp_path):
@@ -252,3 +253,46 @@ def test_local_runs_a_bench_workflow_in_the_background_to_completion(tmp_path):
     n = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"]
     assert n == 4, log
     assert "[emews] experiment status: completed" in log
+
+
+def wait_gone(pid: int, limit: float) -> bool:
+    deadline = time.time() + limit
+    while time.time() < deadline:   # gone, or a zombie nobody reaps
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_a_job_stopped_at_its_time_limit_is_resubmitted_with_resume(tmp_path):
+    """SIGTERM to the job (what a batch system sends at the time limit) reaches `emews launch`
+    through the script's exec: the experiment is recorded interrupted; the same submission
+    with --resume finishes it as the same experiment."""
+    from helpers import json_space
+    runs = tmp_path / "runs"
+    space = json_space(tmp_path / "s.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "sleep", "type": "discrete", "values": [0.7]}])
+    p = run_workflow(runs, "--site", "local", "--procs", "2", "--budget", "12", "--algo",
+                     "py_random", "--space", str(space), "--exp", "lim", timeout=120)
+    assert p.returncode == 0, output(p)
+    pid = int(re.search(r"submitted to local: job (\d+)", p.stdout).group(1))
+    deadline = time.time() + 120
+    while time.time() < deadline and not query(runs, "SELECT 1 FROM trials WHERE status = "
+                                                     "'completed'"):
+        time.sleep(0.3)
+    os.kill(pid, 15)
+    assert wait_gone(pid, 60)
+    x = query(runs, "SELECT id, status FROM experiments")
+    assert x == [{"id": 1, "status": "interrupted"}], x
+    done = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"]
+    assert 1 <= done < 12
+    p = run_workflow(runs, "--resume", "1", "--site", "local", "--procs", "3", timeout=120)
+    assert p.returncode == 0, output(p)
+    assert wait_gone(int(re.search(r"job (\d+)", p.stdout).group(1)), 150)
+    assert query(runs, "SELECT id, status FROM experiments") == [{"id": 1, "status": "completed"}]
+    assert query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"] == 12
+    assert [r["procs"] for r in query(runs, "SELECT procs FROM segments ORDER BY number")] == [2, 3]
