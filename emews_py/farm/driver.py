@@ -35,7 +35,7 @@ from emews_py.farm.progress import Progress
 from emews_py.farm.protocol import Fail, Finish, InsertTrials, Protocol, Reply
 from emews_py.farm.scheduler import Scheduler, stuck_after
 from emews_py.farm.supervisor import Supervisor
-from emews_py.farm.transport import Backoff, Sends, Tag, mpi, poll_any
+from emews_py.farm.transport import Backoff, Sends, Tag, idle_wait_s, mpi, poll_any
 from emews_py.trials import ExperimentStatus, Result, Trial, TrialStatus
 
 FLUSH_EVERY_S = 0.5
@@ -202,7 +202,15 @@ class Driver:
             self.stop_signal = signum
 
     def loop(self) -> None:
-        status, backoff = mpi().Status(), Backoff()
+        # Idle, the driver sleeps up to 10 ms (a worker's results wait no longer), but in a ZeroMQ
+        # poll: the optimizer's next message wakes it at once.
+        status, backoff = mpi().Status(), Backoff(idle_limit=min(0.01, idle_wait_s()))
+
+        def wait_eq(seconds: float) -> None:
+            if seconds < 0.001:
+                time.sleep(seconds)
+            else:
+                self.server.sock.poll(int(seconds * 1000))
         last_flush = last_check = 0.0
         while True:
             progressed = False
@@ -239,8 +247,10 @@ class Driver:
                 return
             if progressed:
                 backoff.reset()
-            else:
+            elif self.held:  # the optimizer's message waits in the socket: a poll would not sleep
                 backoff.sleep()
+            else:
+                backoff.wait(wait_eq)
 
     def load(self) -> dict:
         return {"free": self.sched.free(), "workers": self.n_workers}
@@ -659,6 +669,9 @@ class Driver:
 
     def print_summary(self) -> None:
         self.progress.stop()   # the summary replaces the live line
+        if not self.writer.available:   # spilled: the store cannot answer (said above)
+            log(f"run directory: {self.cfg.run_dir}; the store is unavailable, no summary")
+            return
         s = store.summary(self.engine, self.exp_id)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())) or "none"
         log(f"run directory: {self.cfg.run_dir}")
