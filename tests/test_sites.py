@@ -296,3 +296,11 @@ def test_a_job_stopped_at_its_time_limit_is_resubmitted_with_resume(tmp_path):
     assert query(runs, "SELECT id, status FROM experiments") == [{"id": 1, "status": "completed"}]
     assert query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"] == 12
     assert [r["procs"] for r in query(runs, "SELECT procs FROM segments ORDER BY number")] == [2, 3]
+
+
+def test_the_site_file_in_docs_is_the_shipped_one():
+    doc = (ROOT / "docs" / "sites.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
+    shipped = "".join(line for line in (ROOT / "workflows/sites/slurm.toml").read_text()
+                      .splitlines(keepends=True) if not line.startswith("# "))   # its comments
+    assert block == shipped
