@@ -2,11 +2,14 @@
 probe-and-receive, and non-blocking sends kept alive until complete. No trial logic here.
 
 Nobody waits in a blocking MPI receive: MPICH busy-polls a core there, which on a 2-core node
-halves throughput. Idle ranks ``Iprobe`` and sleep with a growing back-off instead.
+halves throughput. Idle ranks ``Iprobe`` and sleep with a growing back-off instead: short while
+work flows, long (``EMEWS_IDLE_WAIT_S``, 30 ms) once a rank has had nothing for ``IDLE_AFTER_S``,
+so 128 idle ranks wake ~4,000 times a second instead of 64,000 (``benchmarks/idle.py``).
 """
 from __future__ import annotations
 
 import enum
+import os
 import time
 
 DRIVER = 0
@@ -21,24 +24,55 @@ class Tag(enum.IntEnum):
     PROGRESS = 6   # worker -> driver: (results so far, running trial id, its start) mid-chunk
 
 
-class Backoff:
-    """Sleep between empty polls: 20 us growing to 2 ms; ``reset()`` after any progress."""
+IDLE_AFTER_S = 0.5    # with nothing to do this long, a rank is idle: it may sleep longer
 
-    def __init__(self, first: float = 2e-5, limit: float = 0.002):
+
+def idle_wait_s() -> float:
+    """The longest sleep of an idle rank: the worst extra latency of the first message after an
+    idle spell (a trial handed out then starts within it). ``EMEWS_IDLE_WAIT_S=0.002`` restores
+    the old back-off, which never slept more than 2 ms (benchmarks/idle.py compares both)."""
+    raw = os.environ.get("EMEWS_IDLE_WAIT_S", "")
+    try:
+        v = float(raw) if raw else 0.03
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 1:
+        raise ValueError(f"EMEWS_IDLE_WAIT_S={raw!r}: expected seconds between 0 and 1, the "
+                         f"longest sleep of an idle rank (default 0.03); unset it or fix it.")
+    return v
+
+
+class Backoff:
+    """Sleep between empty polls: 20 us growing to ``limit`` (2 ms) while work flows; once
+    ``limit`` has been reached for ``idle_after`` seconds, on up to ``idle_limit`` (30 ms), the
+    latency an idle rank adds to the next message. ``reset()`` after any progress."""
+
+    def __init__(self, first: float = 2e-5, limit: float = 0.002, idle_limit: float | None = None,
+                 idle_after: float = IDLE_AFTER_S):
         self.first, self.limit, self.delay = first, limit, 0.0
+        self.idle_limit = max(limit, idle_wait_s() if idle_limit is None else idle_limit)
+        self.idle_after, self.capped_at = idle_after, 0.0
 
     def reset(self) -> None:
         self.delay = 0.0
 
+    def _grow(self) -> None:
+        if self.delay < self.limit:
+            self.delay = min(self.delay * 2 if self.delay else self.first, self.limit)
+            if self.delay == self.limit:
+                self.capped_at = time.monotonic()
+        elif self.delay < self.idle_limit and time.monotonic() - self.capped_at >= self.idle_after:
+            self.delay = min(self.delay * 2, self.idle_limit)
+
     def sleep(self) -> None:
         time.sleep(self.delay)
-        self.delay = min(self.delay * 2 if self.delay else self.first, self.limit)
+        self._grow()
 
     def wait(self, poll) -> None:
         """As ``sleep``, but through ``poll(seconds)`` (e.g. ``Connection.poll``), which returns
         early when its pipe has something: a worker wakes at once for its child's messages."""
         poll(self.delay)
-        self.delay = min(self.delay * 2 if self.delay else self.first, self.limit)
+        self._grow()
 
 
 def mpi():
