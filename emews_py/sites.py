@@ -9,6 +9,7 @@ through a shell. docs/sites.md describes the fields.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -134,7 +135,7 @@ def job_values(site: Site, nodes: str, ppn: str, walltime: str, queue: str,
         out["walltime_hm"] = ""
     for k in ("queue", "account"):
         if given[k] and not WORD.fullmatch(given[k]):
-            raise SiteError(f"{k.upper()}={given[k]!r}: a {k} name is letters, digits and "
+            raise SiteError(f"{k.upper()}={given[k]!r}: {'a queue' if k == 'queue' else 'an account'} name is letters, digits and "
                             f"'_.@+-' only (it goes into a batch directive). Nothing was "
                             f"submitted.")
     return out
@@ -187,8 +188,9 @@ def submit(site: Site, script: Path) -> str:
                             f"submitted.") from None
         return str(p.pid)
     try:
-        p = subprocess.run(argv, cwd=run_dir, capture_output=True, text=True, timeout=120,
-                           stdin=script.open() if site.stdin else subprocess.DEVNULL)
+        with open(script if site.stdin else os.devnull) as stdin:
+            p = subprocess.run(argv, cwd=run_dir, capture_output=True, text=True, timeout=120,
+                               stdin=stdin)
     except FileNotFoundError:
         raise SiteError(f"{argv[0]} is not on PATH {where}: SITE={site.name} submits with "
                         f"{argv[0]}, so run this on a login node of the cluster (or load its "

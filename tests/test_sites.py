@@ -304,3 +304,15 @@ def test_the_site_file_in_docs_is_the_shipped_one():
     shipped = "".join(line for line in (ROOT / "workflows/sites/slurm.toml").read_text()
                       .splitlines(keepends=True) if not line.startswith("# "))   # its comments
     assert block == shipped
+
+
+def test_lsf_submission_gives_the_script_on_stdin(tmp_path):
+    env = fake(tmp_path, "bsub", 'cat > "$(dirname "$0")/../rec/stdin"; '
+                                 'echo "Job <4711> is submitted to queue <normal>."')
+    p = submit(tmp_path, "--site", "lsf", "--nodes", "1", "--ppn", "2", "--walltime",
+               "00:30:00", env=env)
+    assert p.returncode == 0, output(p)
+    path, script = script_of(p)
+    assert (tmp_path / "rec" / "stdin").read_text() == script
+    assert (tmp_path / "rec" / "args").read_text().strip() == ""   # no arguments
+    assert "submitted to lsf: job 4711" in p.stdout and "`bkill 4711`" in p.stdout
