@@ -35,7 +35,8 @@ from emews_py.farm.progress import Progress
 from emews_py.farm.protocol import Fail, Finish, InsertTrials, Protocol, Reply
 from emews_py.farm.scheduler import Scheduler, stuck_after
 from emews_py.farm.supervisor import Supervisor
-from emews_py.farm.transport import Backoff, Sends, Tag, idle_wait_s, mpi, poll_any
+from emews_py.farm.transport import (Backoff, Sends, Tag, idle_wait_s, mpi, poll_any,
+                                     wake_signals)
 from emews_py.trials import ExperimentStatus, Result, Trial, TrialStatus
 
 FLUSH_EVERY_S = 0.5
@@ -215,6 +216,7 @@ class Driver:
         while True:
             progressed = False
             while (m := poll_any(self.comm, status)) is not None:
+                self.sends.heard(m[1])
                 self.on_mpi(*m)
                 progressed = True
             if self.held:
@@ -399,12 +401,19 @@ class Driver:
         now = time.time()
         if replies is not None:   # replayed: these trials exist; the message owns the next ids
             ids = self.transcript.take_ids(len(a.points))
+            missing = a.points[len(ids):]
+            if missing:
+                # Stored, but its job stopped before its trials were (the store was away): only
+                # the last recorded message can be in that state; its trials are inserted now.
+                if self.transcript.active:
+                    raise ExperimentFailed(f"the transcript of experiment {self.exp_id} has fewer "
+                                           f"trials than its message {self.transcript.n_replayed} "
+                                           f"proposed; this experiment cannot be resumed")
+                added = self.writer.add_trials(self.exp_id, missing, now)
+                self.trials.update((i, Trial(i, p, now)) for i, p in zip(added, missing))
+                ids += added
             new = [self.trials[i] for i in ids]
             self.proto_ids.update(ids)
-            if len(ids) < len(a.points):   # cannot happen (stored with its message); be safe
-                raise ExperimentFailed(f"the transcript of experiment {self.exp_id} has fewer "
-                                       f"trials than its message {self.transcript.n_replayed} "
-                                       f"proposed; this experiment cannot be resumed")
             self.do(self.proto.on_inserted(new, self.load()), replies)
             return
         try:
@@ -455,6 +464,8 @@ class Driver:
                 self.record(r, source)
         elif tag == Tag.HELLO:
             self.hello[source] = msg
+            if msg.get("host") == socket.gethostname() and "pid" in msg and wake_signals():
+                self.sends.wake_on_send(source, msg["pid"])  # it may sleep long: wake it to send
             if msg.get("error"):
                 raise ExperimentFailed(f"worker {source} on {msg['host']} could not import pilot "
                                        f"'{self.cfg.pilot}' (MODE={self.cfg.mode}): {msg['error']}")
