@@ -5,11 +5,15 @@ Nobody waits in a blocking MPI receive: MPICH busy-polls a core there, which on 
 halves throughput. Idle ranks ``Iprobe`` and sleep with a growing back-off instead: short while
 work flows, long (``EMEWS_IDLE_WAIT_S``, 30 ms) once a rank has had nothing for ``IDLE_AFTER_S``,
 so 128 idle ranks wake ~4,000 times a second instead of 64,000 (``benchmarks/idle.py``).
+A worker on the driver's host does better: the driver wakes it with a signal (``WAKE``) when it
+sends to a rank quiet for ``WAKE_AFTER_S``, so such a rank may sleep ``WOKEN_IDLE_S`` (0.5 s).
 """
 from __future__ import annotations
 
 import enum
 import os
+import select
+import signal
 import time
 
 DRIVER = 0
@@ -25,6 +29,9 @@ class Tag(enum.IntEnum):
 
 
 IDLE_AFTER_S = 0.5    # with nothing to do this long, a rank is idle: it may sleep longer
+WAKE = signal.SIGUSR1  # driver -> worker on its host: a message is on its way, stop sleeping
+WAKE_AFTER_S = 0.25   # the driver signals a rank it has not heard from or sent to this long
+WOKEN_IDLE_S = 0.5    # the longest sleep of a rank the driver signals (a missed wake costs this)
 
 
 def idle_wait_s() -> float:
@@ -40,6 +47,12 @@ def idle_wait_s() -> float:
         raise ValueError(f"EMEWS_IDLE_WAIT_S={raw!r}: expected seconds between 0 and 1, the "
                          f"longest sleep of an idle rank (default 0.03); unset it or fix it.")
     return v
+
+
+def wake_signals() -> bool:
+    """Whether the driver signals workers on its host: not with EMEWS_IDLE_WAIT_S=0.002, the old
+    back-off, whose ranks never sleep long (benchmarks/idle.py compares it)."""
+    return idle_wait_s() > 0.002
 
 
 class Backoff:
@@ -75,6 +88,47 @@ class Backoff:
         self._grow()
 
 
+class Waker:
+    """A worker's idle wait: ``poll`` on its child's pipe (if any) and on a pipe the ``WAKE``
+    signal writes to (``signal.set_wakeup_fd``), so the driver's signal ends the sleep at once,
+    also one that arrives just before it. ``woken`` says whether a signal ever came: the driver
+    sends one right after HELLO to each worker on its host, which may then sleep longer."""
+
+    def __init__(self):
+        self.r, w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(w, False)
+        signal.signal(WAKE, lambda *_: None)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self.poller = select.poll()
+        self.poller.register(self.r, select.POLLIN)
+        self.fd = None
+        self.woken = False   # a WAKE ever came
+        self.rang = False    # one came in the last wait: the caller polls fast again (reset)
+
+    def watch(self, fd: int | None) -> None:
+        """Also wake for ``fd`` (the current child's pipe), instead of the one before."""
+        if fd != self.fd:
+            if self.fd is not None:
+                self.poller.unregister(self.fd)
+            if fd is not None:
+                self.poller.register(fd, select.POLLIN)
+            self.fd = fd
+
+    def wait(self, seconds: float) -> None:
+        if seconds < 0.001:  # poll counts whole milliseconds
+            time.sleep(seconds)
+            return
+        for fd, _ in self.poller.poll(seconds * 1000.0):
+            if fd == self.r:
+                self.woken = self.rang = True
+                try:
+                    while os.read(self.r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+
+
 def mpi():
     from mpi4py import MPI
     return MPI
@@ -104,9 +158,33 @@ class Sends:
     def __init__(self, comm):
         self.comm = comm
         self.pending: list = []
+        self.wakeable: dict[int, int] = {}    # rank -> pid of the workers on the driver's host
+        self.contact: dict[int, float] = {}   # rank -> when last sent to or heard from
+
+    def wake_on_send(self, rank: int, pid: int) -> None:
+        """``rank`` runs on this host as ``pid``: signal it when sending to it after a quiet
+        spell (it may be in a long sleep). A first signal now tells it that it will be woken."""
+        self.wakeable[rank] = pid
+        self.contact[rank] = 0.0
+        self._wake(rank)
+
+    def heard(self, rank: int) -> None:
+        if rank in self.wakeable:
+            self.contact[rank] = time.monotonic()
+
+    def _wake(self, rank: int) -> None:
+        try:
+            os.kill(self.wakeable[rank], WAKE)
+        except OSError:  # gone: the driver learns it from MPI
+            del self.wakeable[rank]
 
     def isend(self, obj, dest: int, tag: Tag) -> None:
         self.pending.append(self.comm.isend(obj, dest=dest, tag=tag))
+        if dest in self.wakeable:  # after the send: the woken rank finds the message
+            now = time.monotonic()
+            if now - self.contact[dest] >= WAKE_AFTER_S:
+                self._wake(dest)
+            self.contact[dest] = now
 
     def test(self) -> None:
         """Drop the requests that completed (their buffers may go)."""

@@ -38,7 +38,7 @@ from emews_py.config import RunConfig
 from emews_py.farm.child import SLOT, read_slot
 from emews_py.farm.procs import die_with_parent_of
 from emews_py.farm.scheduler import trial_stuck_after
-from emews_py.farm.transport import DRIVER, Backoff, Tag, mpi
+from emews_py.farm.transport import DRIVER, WOKEN_IDLE_S, Backoff, Tag, Waker, mpi
 from emews_py.trials import Result, TrialStatus
 
 NOTICE_S = 0.5        # the driver learns of a trial running this long (or a chunk's progress)
@@ -192,6 +192,10 @@ class Worker:
         # group must not kill ranks under it, or MPI ends the job before anything is recorded.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:  # before HELLO: the driver's first WAKE follows it
+            waker = Waker()
+        except ValueError:  # not the main thread (set_wakeup_fd): no signals, naps of <= 30 ms
+            waker = None
         if self.resident:
             self.start_child()
         else:
@@ -222,6 +226,14 @@ class Worker:
                     self.child.wait(BUSY_WAIT_S)
                 elif self.app is not None:
                     time.sleep(BUSY_WAIT_S)
+                elif waker is not None:  # idle: the child's messages and the driver's WAKE end it
+                    waker.watch(self.child.conn.fileno() if self.child is not None else None)
+                    if waker.woken:  # the driver signals this rank: it may sleep longer
+                        backoff.idle_limit = max(backoff.idle_limit, WOKEN_IDLE_S)
+                    backoff.wait(waker.wait)
+                    if waker.rang:  # the message may lag its signal: poll fast again for a while
+                        waker.rang = False
+                        backoff.reset()
                 elif self.child is not None:
                     backoff.wait(self.child.wait)
                 else:
