@@ -7,8 +7,9 @@ optimizer sends nothing until the benchmark has measured the ranks' CPU time (/p
 over IDLE seconds. Then the optimizer submits TRIALS single no-op trials, one at a time, each
 after 2 s of quiet (every rank back in its longest sleep), and the benchmark reads each trial's
 start latency, started_at - submitted_at, from the store. Modes, run in turn in one invocation:
-``new`` (today's back-off: idle ranks sleep up to 30 ms) and ``old`` (EMEWS_IDLE_WAIT_S=0.002:
-never more than 2 ms, the back-off before issue 9).
+``new`` (idle ranks sleep up to 30 ms, those on the driver's host up to 0.5 s, woken by the
+driver's signal when it sends) and ``old`` (EMEWS_IDLE_WAIT_S=0.002: never more than 2 ms, no
+signals, the back-off before issue 9).
 
 Target: PROCS=129, the workers together < 5% of one core; every trial starts within 50 ms.
 """
