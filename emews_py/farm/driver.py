@@ -187,7 +187,7 @@ class Driver:
             self.loop()
         except Interrupted as e:
             return self.interrupt(str(e))
-        except (ExperimentFailed, StartError) as e:
+        except ExperimentFailed as e:
             return self.fail(str(e))
         except eq.EQPeerGone as e:
             # Never block on a peer that may be gone; if its process died, say how.
@@ -258,10 +258,11 @@ class Driver:
         return {"free": self.sched.free(), "workers": self.n_workers}
 
     # ---- the store ---------------------------------------------------------------------------
-    def flush(self) -> bool:
-        """Write what is buffered; False while the store is away (everything stays buffered)."""
-        ok = self.writer.flush()
-        for line in self.writer.take_notices():   # it went away / it is back
+    def flush(self, force: bool = False) -> bool:
+        """Write what is buffered; False while the store is away (everything stays buffered).
+        The writer's notices (it went away, it is back) are printed here, wherever it wrote."""
+        ok = self.writer.flush(force=force)
+        for line in self.writer.take_notices():
             log(line + ("" if ok else f"; the run stops if it stays away "
                                       f"{self.cfg.store_wait:.0f} s (it then resumes from here)"))
         return ok
@@ -270,11 +271,10 @@ class Driver:
         if now - self.last_heartbeat > HEARTBEAT_S:
             self.last_heartbeat = now
             self.writer.heartbeat(self.exp_id, self.segment_id)
-            for line in self.writer.take_notices():
-                log(line)
-        away = self.writer.away_since
-        if away is not None and now - away > self.cfg.store_wait:
-            raise Interrupted(f"the store {self.db_name()} was unreachable for {now - away:.0f} s "
+            self.flush()   # prints what the heartbeat's write noticed
+        away = self.writer.away_for(now)
+        if away > self.cfg.store_wait:
+            raise Interrupted(f"the store {self.db_name()} was unreachable for {away:.0f} s "
                               f"(limit {self.cfg.store_wait:.0f} s)")
 
     def retry_held(self) -> None:
@@ -586,9 +586,7 @@ class Driver:
     def wait_for_store(self) -> bool:
         """At the end nothing else is left to do: wait (up to store_wait) for a store that is
         away, so what was recorded is not lost; a stop signal ends the wait."""
-        while not self.writer.flush(force=True):
-            for line in self.writer.take_notices():
-                log(line)
+        while not self.flush(force=True):
             if self.writer.away_for() > self.cfg.store_wait or self.stop_signal is not None:
                 return False
             time.sleep(1.0)
