@@ -4,11 +4,17 @@
 looking at the time limit, as native code would; ``fail = True`` makes the trial raise and
 ``crash = True`` kills the process running it. The last three exercise failure handling;
 ``diverge = True`` returns ``inf``, as a diverged loss would.
+
+``duration_mean = M`` (seconds, > 0) adds a training time drawn independently of the search, from a
+lognormal with mean M and coefficient of variation ``duration_cv`` (default 1), seeded by
+``duration_seed`` and the trial id, so a rerun in a fresh store draws the same durations
+(``duration()``; benchmarks/utilization.py and emews_py/farmsim.py use it).
 """
 from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import time
 
@@ -44,10 +50,22 @@ def mixed(x1: float, x2: float, n: int, cat: str) -> float:
     return (x1 - 0.3) ** 2 + (x2 + 0.1) ** 2 + 0.05 * (n - 7) ** 2 + _CAT[cat]
 
 
+def duration(mean: float, cv: float, seed: int, trial_id: int) -> float:
+    """A lognormal draw with this mean and coefficient of variation, the same for the same
+    (seed, trial id) in every process (a string seed hashes the same everywhere)."""
+    s2 = math.log1p(cv * cv)
+    rng = random.Random(f"bench-duration:{seed}:{trial_id}")
+    return rng.lognormvariate(math.log(mean) - s2 / 2, math.sqrt(s2))
+
+
 def run(params: dict, ctx) -> float:
     p = pilot_params(__file__, params)
     f = p["function"]
     sleep, hang = to_float(p["sleep"], "sleep", 0.0), to_float(p["hang"], "hang", 0.0)
+    mean = to_float(p["duration_mean"], "duration_mean", 0.0)
+    if mean:
+        sleep += duration(mean, to_float(p["duration_cv"], "duration_cv", 0.0),
+                          to_int(p["duration_seed"], "duration_seed"), ctx.trial_id)
     if sleep:
         end = time.time() + sleep
         while time.time() < end:  # cooperative time limit, as a Keras callback would do
