@@ -1,0 +1,332 @@
+"""A discrete-event model of the farm: how busy W workers stay, and how many trials an hour they
+finish, for a trial-duration distribution, the optimizer's proposal cost and the driver's costs.
+
+    emews simulate-farm --workers 1024 --mean 600 --cv 1 --budget 10240 --algo stream \\
+        --cost 0.5,0.002,0.0001,0
+
+What is modelled, after the real code:
+- the optimizer (one process, busy while it proposes) runs the loops of r_algorithms/mbo/loop.R
+  (``stream``: submit the initial design, then each time results arrive propose as many points
+  as the driver reports free workers; ``batch``: propose ``q`` points, wait for all, refit) or of
+  r_algorithms/random.R (``random``: plain batches of ``q``, each waiting for its slowest trial);
+  ``ahead`` > 0 lets stream keep that many points queued beyond the free workers;
+- the proposal cost ``cost(n, q) = a + b q + c min(n, n_cap) + d min(n, n_cap) q`` seconds (n
+  results seen, q points asked; ``n_cap`` for a bounded training set), fitted with ``fit_cost``
+  to measured (n, q, seconds) from benchmarks/proposal_cost.py or a run's EQ transcript;
+- the driver (rank 0, one process) spends ``driver_s`` per trial handed out and per result, in
+  turn (benchmarks/dispatch.py measures it); a trial starts ``gap_s`` after a worker is free and
+  a trial is queued for it (the MPI hand-out, the child's start); a result reaches the optimizer
+  ``result_s`` after the trial ends (the store flush before every answer, the EQ hop);
+- the driver's ``free`` = workers minus trials queued or out at workers, as farm/protocol.py
+  reports it; utilization = busy worker-seconds / (W x makespan), makespan from the first trial
+  start to the last finish, as benchmarks/utilization.py measures the real farm.
+Not modelled: failures, time limits, CPU contention between the ranks (it is in the measured
+costs when they are measured under it).
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import sys
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Sequence
+
+ALGOS = ("stream", "batch", "random")
+
+
+class FarmSimError(ValueError):
+    """Bad input: the message names the option and the fix."""
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+def lognormal(mean: float, cv: float, seed: int = 0) -> Callable[[int], float]:
+    """Trial i's duration: lognormal with this mean and coefficient of variation, the same draw
+    as the bench pilot's ``duration_mean``/``duration_cv`` (pilots/bench ``duration``)."""
+    if not (mean > 0 and math.isfinite(mean)):
+        raise FarmSimError(f"the mean trial duration must be a positive number of seconds, not {mean}")
+    if not (cv >= 0 and math.isfinite(cv)):
+        raise FarmSimError(f"the coefficient of variation must be >= 0, not {cv}")
+    s2 = math.log1p(cv * cv)
+    mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
+
+    def draw(i: int) -> float:
+        return random.Random(f"bench-duration:{seed}:{i}").lognormvariate(mu, sigma)
+    return draw
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Seconds the optimizer spends proposing q points after n results:
+    a + b q + c m + d m q with m = min(n, n_cap)."""
+    a: float = 0.0
+    b: float = 0.0
+    c: float = 0.0
+    d: float = 0.0
+    n_cap: float = math.inf
+
+    def __call__(self, n: int, q: int) -> float:
+        m = min(n, self.n_cap)
+        return self.a + self.b * q + self.c * m + self.d * m * q
+
+    @classmethod
+    def parse(cls, text: str, n_cap: float = math.inf) -> "Cost":
+        try:
+            v = [float(x) for x in text.split(",")]
+            if len(v) != 4 or not all(math.isfinite(x) and x >= 0 for x in v):
+                raise ValueError
+        except ValueError:
+            raise FarmSimError(f"--cost {text!r}: give four numbers >= 0, 'a,b,c,d', the proposal cost "
+                               f"a + b q + c n + d n q in seconds (n results seen, q points asked), "
+                               f"e.g. --cost 0.5,0.01,0.0002,0") from None
+        return cls(*v, n_cap=n_cap)
+
+
+def fit_cost(samples: Sequence[tuple[float, float, float]], n_cap: float = math.inf) -> Cost:
+    """Least squares with non-negative coefficients of (n, q, seconds) samples."""
+    import numpy as np
+    from scipy.optimize import nnls
+    if not samples:
+        raise FarmSimError("fit_cost: no (n, q, seconds) samples to fit")
+    s = np.asarray(samples, dtype=float)
+    m = np.minimum(s[:, 0], n_cap)
+    A = np.column_stack([np.ones(len(s)), s[:, 1], m, m * s[:, 1]])
+    coef, _ = nnls(A, s[:, 2])
+    return Cost(*map(float, coef), n_cap=n_cap)
+
+
+@dataclass(frozen=True)
+class Farm:
+    workers: int
+    driver_s: float = 0.0   # rank 0's time per trial handed out and per result
+    gap_s: float = 0.0      # a free worker's wait for a queued trial to start
+    result_s: float = 0.0   # a result's way from the trial's end to the optimizer
+
+
+# ---- the optimizer: generators that yield what loop.R / random.R call ------------------------
+
+@dataclass(frozen=True)
+class Think:        # busy proposing
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Submit:       # eq_submit: queue k trials, answer at once
+    k: int
+
+
+@dataclass(frozen=True)
+class Batch:        # eq_batch / a plain EMEWS batch: queue k trials, answer when all are done
+    k: int
+
+
+@dataclass(frozen=True)
+class Results:      # eq_results(min): answer with every result not yet delivered, and `free`
+    min: int = 1
+
+
+def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: Cost,
+               ahead: int = 0, workers: int | None = None) -> Iterator:
+    """mbo_loop_stream: the design at once, then each answer -> propose `free` points (with
+    ``ahead`` > 0: enough to keep workers + ahead trials pending)."""
+    n_sub = n_obs = 0
+    if design:
+        yield Submit(design)
+        n_sub = design
+    while True:
+        npend = n_sub - n_obs
+        can = n_sub < budget
+        if npend == 0 and not can:
+            return
+        free = None
+        if npend > 0:
+            got, free = yield Results(1)
+            n_obs += got
+        if not can:
+            continue
+        npend = n_sub - n_obs
+        if free is None:
+            free = max(0, (workers or 1) - npend)
+        if free <= 0 and npend == 0:
+            free = 1
+        if ahead and workers:
+            free = max(free, workers + ahead - npend)
+        q = min(free, budget - n_sub)
+        if q <= 0:
+            continue
+        yield Think(random_cost(n_obs, q) if n_obs < min_fit else cost(n_obs, q))
+        yield Submit(q)
+        n_sub += q
+
+
+def mbo_batch(budget: int, design: int, q: int, cost: Cost) -> Iterator:
+    """mbo_loop_batch: the design as one batch, then propose q, wait for all, refit."""
+    n = 0
+    if design:
+        yield Batch(design)
+        n = design
+    while n < budget:
+        k = min(q, budget - n)
+        yield Think(cost(n, k))
+        yield Batch(k)
+        n += k
+
+
+def random_batches(budget: int, q: int, cost: Cost) -> Iterator:
+    """r_algorithms/random.R: sample q points, a plain batch, wait for all of it."""
+    n = 0
+    while n < budget:
+        k = min(q, budget - n)
+        yield Think(cost(n, k))
+        yield Batch(k)
+        n += k
+
+
+# ---- the event loop ------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    workers: int
+    trials: int
+    makespan: float             # first trial start to last finish, seconds
+    busy: float                 # worker-seconds spent in trials
+    utilization: float
+    trials_per_hour: float
+    optimizer_busy: float       # seconds the optimizer spent proposing
+    driver_busy: float          # seconds rank 0 spent on trials and results
+    starts: list = field(default_factory=list, repr=False)
+    finishes: list = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("starts"), d.pop("finishes")
+        return d
+
+
+def simulate(farm: Farm, optimizer: Iterator, duration: Callable[[int], float] | Sequence[float],
+             keep_times: bool = False) -> Outcome:
+    """Run the optimizer against the farm until it returns and every trial has finished. Trial i
+    (in submission order) lasts ``duration(i)`` (or ``duration[i]``)."""
+    W = farm.workers
+    if isinstance(W, bool) or not isinstance(W, int) or W < 1:
+        raise FarmSimError(f"the farm needs at least one worker, not {W!r}")
+    dur = duration.__getitem__ if isinstance(duration, Sequence) else duration
+    heap: list = []                       # (time, seq, kind, trial)
+    seq = 0
+    queue: deque[int] = deque()
+    st = dict(idle=W, out=0, drv=0.0, drv_busy=0.0, opt_busy=0.0, busy=0.0, n=0,
+              undelivered=0, delivered=0, batch_left=0, first=math.inf, last=0.0)
+    waiting: list = [None]                # the optimizer's pending request
+    starts: list[float] = []
+    finishes: list[float] = []
+
+    def push(t, kind, i=None):
+        nonlocal seq
+        seq += 1
+        heapq.heappush(heap, (t, seq, kind, i))
+
+    def dispatch(now: float) -> None:
+        while queue and st["idle"]:
+            i = queue.popleft()
+            st["idle"] -= 1
+            st["out"] += 1
+            st["drv"] = max(st["drv"], now) + farm.driver_s
+            st["drv_busy"] += farm.driver_s
+            start = st["drv"] + farm.gap_s
+            d = float(dur(i))
+            if not (d >= 0 and math.isfinite(d)):
+                raise FarmSimError(f"trial {i}'s duration is {d}; durations must be finite and >= 0")
+            st["busy"] += d
+            st["first"] = min(st["first"], start)
+            if keep_times:
+                starts.append(start)
+            push(start + d, "finish", i)
+
+    def answerable(req: Results) -> bool:
+        pending = st["n"] - st["delivered"] - st["undelivered"]
+        return st["undelivered"] >= min(req.min, st["undelivered"] + pending)
+
+    def step(now: float, value) -> None:
+        """Resume the optimizer with ``value``; run it until it waits, thinks or returns."""
+        while True:
+            try:
+                cmd = optimizer.send(value)
+            except StopIteration:
+                waiting[0] = "done"
+                return
+            value = None
+            if isinstance(cmd, Think):
+                st["opt_busy"] += cmd.seconds
+                push(now + cmd.seconds, "resume")
+                return
+            if isinstance(cmd, (Submit, Batch)):
+                if cmd.k < 1:
+                    raise FarmSimError(f"the optimizer submitted {cmd.k} points")
+                queue.extend(range(st["n"], st["n"] + cmd.k))
+                st["n"] += cmd.k
+                dispatch(now)
+                if isinstance(cmd, Batch):
+                    waiting[0] = "batch"
+                    st["batch_left"] = cmd.k
+                    return
+                continue
+            if isinstance(cmd, Results):
+                if answerable(cmd):
+                    got = st["undelivered"]
+                    st["delivered"] += got
+                    st["undelivered"] = 0
+                    value = (got, max(0, W - len(queue) - st["out"]))
+                    continue
+                waiting[0] = cmd
+                return
+            raise TypeError(f"unknown optimizer command {cmd!r}")
+
+    step(0.0, None)
+    while heap:
+        now, _, kind, i = heapq.heappop(heap)
+        if kind == "resume":
+            step(now, None)
+        elif kind == "finish":
+            st["idle"] += 1
+            st["out"] -= 1
+            st["last"] = max(st["last"], now)
+            if keep_times:
+                finishes.append(now)
+            st["drv"] = max(st["drv"], now) + farm.driver_s
+            st["drv_busy"] += farm.driver_s
+            push(st["drv"] + farm.result_s, "seen", i)
+            dispatch(now)
+        elif kind == "seen":
+            w = waiting[0]
+            if w == "batch":
+                st["batch_left"] -= 1
+                st["delivered"] += 1
+                if st["batch_left"] == 0:
+                    waiting[0] = None
+                    step(now, None)
+            else:
+                st["undelivered"] += 1
+                if isinstance(w, Results) and answerable(w):
+                    got = st["undelivered"]
+                    st["delivered"] += got
+                    st["undelivered"] = 0
+                    waiting[0] = None
+                    step(now, (got, max(0, W - len(queue) - st["out"])))
+    n = st["n"]
+    makespan = st["last"] - st["first"] if n else 0.0
+    util = st["busy"] / (W * makespan) if makespan > 0 else (1.0 if n else 0.0)
+    return Outcome(W, n, makespan, st["busy"], util, n / makespan * 3600 if makespan > 0 else 0.0,
+                   st["opt_busy"], st["drv_busy"], starts, finishes)
+
+
+def list_schedule(durations: Sequence[float], workers: int) -> Outcome:
+    """The farm with zero overheads and every trial queued at once (greedy list scheduling): the
+    bound a real run with the same durations can reach."""
+    def submit_all():
+        if durations:
+            yield Submit(len(durations))
+    return simulate(Farm(workers), submit_all(), list(durations))
