@@ -24,7 +24,6 @@ The store stays in --runs (benchmarks/farm_model.py validates the simulator agai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,13 +40,16 @@ BIN = Path(sys.executable).parent
 ALGOS = ("stream", "batch", "random")
 
 
-def space(mean: float, cv: float, seed: int) -> dict:
-    return {"params": [
-        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
-        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
-        {"id": "duration_mean", "type": "discrete", "values": [mean]},
-        {"id": "duration_cv", "type": "discrete", "values": [cv]},
-        {"id": "duration_seed", "type": "discrete", "values": [seed]}]}
+def space(mean: float, cv: float, seed: int) -> str:
+    """A ParamHelpers space (what the R optimizers read): Branin searched, the duration's
+    settings constants (numbers formatted by repr: never user text in R code)."""
+    return f"""param.set <- makeParamSet(
+  makeNumericParam("x1", lower = -5, upper = 10),
+  makeNumericParam("x2", lower = 0, upper = 15),
+  makeDiscreteParam("duration_mean", values = {float(mean)!r}),
+  makeDiscreteParam("duration_cv", values = {float(cv)!r}),
+  makeDiscreteParam("duration_seed", values = {int(seed)!r}L))
+"""
 
 
 def exp_name(algo: str, workers: int) -> str:
@@ -56,8 +58,8 @@ def exp_name(algo: str, workers: int) -> str:
 
 def run(algo: str, workers: int, budget: int, a, runs: Path) -> int:
     """One workflow; returns its experiment id."""
-    sp = runs / "space.json"
-    sp.write_text(json.dumps(space(a.mean, a.cv, a.seed)))
+    sp = runs / "space.R"
+    sp.write_text(space(a.mean, a.cv, a.seed))
     if algo == "random":
         opt, settings = "random", f"propose.points = {workers}, seed = {a.seed}"
     else:
