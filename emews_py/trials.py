@@ -22,6 +22,7 @@ class TrialStatus(str, enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"   # its job stopped (signal, time limit, kill); a resume runs it again
+    STOPPED = "stopped"           # an early stopper (STOPPER) ended its training at stopped_epoch
 
     def __str__(self) -> str:
         return self.value
@@ -67,10 +68,13 @@ class Result:
     metrics: dict | None = None
     error: str | None = None
     model_path: str | None = None
+    gpu: str | None = None              # the CUDA_VISIBLE_DEVICES the trial ran with
+    stopped_epoch: int | None = None    # set when an early stopper ended the training
 
     def to_wire(self) -> tuple:
         return (self.trial_id, self.status.value, self.started_at, self.finished_at, self.worker,
-                self.host, self.objective, self.metrics, self.error, self.model_path)
+                self.host, self.objective, self.metrics, self.error, self.model_path, self.gpu,
+                self.stopped_epoch)
 
     @classmethod
     def from_wire(cls, w: tuple) -> "Result":
@@ -96,6 +100,8 @@ class Trial:
     metrics: dict | None = field(default=None)
     error: str | None = None
     attempts: int = 0               # how many times it was started (a resume runs it again)
+    gpu: str | None = None          # 0004: CUDA_VISIBLE_DEVICES of its run
+    stopped_epoch: int | None = None  # 0004: the epoch at which an early stopper ended it
 
     def start(self, worker: int, host: str | None, at: float) -> None:
         self.status, self.worker, self.host, self.started_at = TrialStatus.RUNNING, worker, host, at
@@ -108,6 +114,7 @@ class Trial:
         self.metrics, self.error = r.metrics, r.error
         self.worker, self.host = r.worker, r.host
         self.started_at, self.finished_at = r.started_at, r.finished_at
+        self.gpu, self.stopped_epoch = r.gpu, r.stopped_epoch
 
     def cancel(self, why: str, at: float) -> None:
         self.status, self.error, self.finished_at = TrialStatus.CANCELLED, why, at
@@ -117,6 +124,7 @@ class Trial:
         resume runs it again (it had not completed when its job stopped)."""
         self.status, self.worker, self.host, self.started_at = TrialStatus.QUEUED, None, None, None
         self.finished_at = self.objective = self.metrics = self.error = None
+        self.gpu = self.stopped_epoch = None
 
     def interrupt(self, why: str, at: float) -> None:
         """Its job stops before it finished: a resume runs it again."""

@@ -55,6 +55,7 @@ TABLES_0003 = {
 INDEXES_0003 = {"ix_segments_experiment": ("segments", ["experiment_id", "number"]),
                 "ix_eq_messages_experiment": ("eq_messages", ["experiment_id", "seq"])}
 ADDED_0003 = {"experiments": "heartbeat_at", "trials": "attempts"}
+ADDED_0004 = {"trials": ["gpu", "stopped_epoch"]}   # GPUS_PER_NODE and early stopping
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -112,20 +113,25 @@ def schema_0002() -> tuple[dict, dict]:
 
 
 def check_head_schema(url: str) -> None:
-    """The schema at SCHEMA_VERSION: 0.1.0's columns (users query them) plus what 0002 and 0003
-    added."""
-    assert sql(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0003"}]
+    """The schema at SCHEMA_VERSION: 0.1.0's columns (users query them) plus what 0002, 0003 and
+    0004 added."""
+    assert sql(url, "SELECT version_num FROM alembic_version") == [{"version_num": "0004"}]
     cols, idx = schema_0002()
     for t, c in ADDED_0003.items():
         cols[t].append(c)
+    for t, c in ADDED_0004.items():
+        cols[t] += c
     assert columns(url) == {**cols, **TABLES_0003}
     assert indexes(url) == {**idx, **INDEXES_0003}
 
 
 def drop_0003(rows: dict) -> dict:
-    """``dump`` rows without the columns 0003 added (NULL for rows written before it)."""
+    """``dump`` rows without the columns 0003 and 0004 added (NULL for rows written before them;
+    a dump taken before 0004 lacks its columns)."""
     for t, c in ADDED_0003.items():
         assert all(r.pop(c) is None for r in rows[t])
+    for t, cs in ADDED_0004.items():
+        assert all(r.pop(c, None) is None for r in rows[t] for c in cs)
     return rows
 
 
@@ -136,7 +142,7 @@ def test_a_new_database_is_created_at_head_and_matches_schema_py(url):
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     assert ScriptDirectory.from_config(store.engine.alembic_config()).get_heads() == \
-        [store.SCHEMA_VERSION] == ["0003"]
+        [store.SCHEMA_VERSION] == ["0004"]
     eng = store.init_db(url)
     check_head_schema(url)
     assert store.schema_version(eng) == store.SCHEMA_VERSION
@@ -167,7 +173,7 @@ def test_the_migrations_are_installed_with_the_package():
     assert (store.engine.MIGRATIONS / "script.py.mako").is_file()
     assert sorted(p.name for p in (store.engine.MIGRATIONS / "versions").glob("0*.py")) == [
         "0001_release_0_1_0.py", "0002_experiment_config_event_kind_index.py",
-        "0003_segments_transcript_heartbeat.py"]
+        "0003_segments_transcript_heartbeat.py", "0004_trial_gpu_stopped_epoch.py"]
 
 
 def test_a_release_0_1_0_database_file_upgrades_with_no_data_lost(tmp_path):
@@ -315,6 +321,47 @@ def test_revision_0003_adds_segments_the_transcript_heartbeats_and_attempts(url)
     store.migrate(url)
     check_head_schema(url)
     assert sql(url, "SELECT COUNT(*) AS n FROM segments") == [{"n": 0}]
+
+
+def test_revision_0004_adds_trials_gpu_and_stopped_epoch(url):
+    """Up from 0003 adds the two columns (NULL for old rows), the writer stores them from the
+    trial, and down to 0003 removes exactly them, keeping every row."""
+    from emews_py.trials import Result, Trial, TrialStatus
+    store.migrate(url, "0003")
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(text("INSERT INTO experiments (name, pilot, algorithm, status) "
+                       "VALUES ('old', 'bench', 'random', 'completed')"))
+        c.execute(text("INSERT INTO trials (experiment_id, params, status, objective, attempts) "
+                       "VALUES (1, '{\"x\": 1}', 'completed', 0.5, 1)"))
+    eng.dispose()
+    before = dump(url)
+    eng = store.init_db(url)
+    check_head_schema(url)
+    assert dump(url)["trials"] == [dict(r, gpu=None, stopped_epoch=None) for r in before["trials"]]
+    w = store.Writer(eng)
+    e = w.create_experiment(name="new", pilot="bench", algorithm="random")
+    a, b = w.add_trials(e, [{"x": 2}, {"x": 3}], submitted=1.0)
+    ta, tb = Trial(a, {"x": 2}, 1.0), Trial(b, {"x": 3}, 1.0)
+    ta.start(1, "node1", 2.0)
+    tb.start(2, "node1", 2.0)
+    ta.finish(Result(a, TrialStatus.STOPPED, 2.0, 3.0, 1, "node1", 0.7, {"val_loss": 0.7},
+                     gpu="1", stopped_epoch=3))
+    tb.finish(Result(b, TrialStatus.COMPLETED, 2.0, 4.0, 2, "node1", 0.2, None, gpu="0"))
+    w.trial_changed(ta)
+    w.trial_changed(tb)
+    assert w.flush()
+    eng.dispose()
+    assert sql(url, "SELECT id, status, gpu, stopped_epoch, attempts FROM trials ORDER BY id") == [
+        {"id": 1, "status": "completed", "gpu": None, "stopped_epoch": None, "attempts": 1},
+        {"id": a, "status": "stopped", "gpu": "1", "stopped_epoch": 3, "attempts": 1},
+        {"id": b, "status": "completed", "gpu": "0", "stopped_epoch": None, "attempts": 1}]
+    store.migrate(url, "0003", downgrade=True)
+    assert "gpu" not in columns(url)["trials"] and "stopped_epoch" not in columns(url)["trials"]
+    assert [r["status"] for r in sql(url, "SELECT status FROM trials ORDER BY id")] == \
+        ["completed", "stopped", "completed"]
+    store.migrate(url)
+    check_head_schema(url)
 
 
 def test_experiments_started_together_create_a_fresh_database_once(url):
@@ -519,7 +566,7 @@ def test_end_experiment_as_interrupted_keeps_open_trials_resumable_and_ends_the_
 
 def test_a_new_column_is_one_generated_revision(tmp_path):
     """The developer's path in docs/store.md, on a copy of the package: add a column to
-    schema.py, generate the revision, set SCHEMA_VERSION; a store at 0003 then upgrades to it."""
+    schema.py, generate the revision, set SCHEMA_VERSION; a store at 0004 then upgrades to it."""
     pkg = tmp_path / "emews_py"
     shutil.copytree(ROOT / "emews_py", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     schema = pkg / "store" / "schema.py"
@@ -529,7 +576,7 @@ def test_a_new_column_is_one_generated_revision(tmp_path):
     schema.write_text(src.replace(anchor, anchor + "    segment = Column(Integer)\n"))
     env = {"PYTHONPATH": str(tmp_path), "PATH": ""}
     db = f"sqlite:///{tmp_path / 'emews.db'}"
-    store.init_db(db).dispose()  # a store at 0003, made by this code
+    store.init_db(db).dispose()  # a store at 0004, made by this code
 
     def cli(*args):
         p = subprocess.run([sys.executable, "-m", "emews_py.store.migrations", *args], cwd=tmp_path,
@@ -537,19 +584,19 @@ def test_a_new_column_is_one_generated_revision(tmp_path):
         assert p.returncode == 0, p.stdout + p.stderr
         return p.stdout.strip()
     cli("revision", "add trials.segment", "--autogenerate")
-    (rev,) = (pkg / "store" / "migrations" / "versions").glob("0004_*.py")
-    assert rev.name == "0004_add_trials_segment.py"
+    (rev,) = (pkg / "store" / "migrations" / "versions").glob("0005_*.py")
+    assert rev.name == "0005_add_trials_segment.py"
     body = rev.read_text()
-    assert "down_revision = '0003'" in body
+    assert "down_revision = '0004'" in body
     assert "batch_op.add_column(sa.Column('segment', sa.Integer()" in body
     assert "batch_op.drop_column('segment')" in body
-    schema.write_text(schema.read_text().replace('SCHEMA_VERSION = "0003"', 'SCHEMA_VERSION = "0004"'))
-    assert cli("current", db) == "0003"
-    assert cli("upgrade", db) == "0004"
+    schema.write_text(schema.read_text().replace('SCHEMA_VERSION = "0004"', 'SCHEMA_VERSION = "0005"'))
+    assert cli("current", db) == "0004"
+    assert cli("upgrade", db) == "0005"
     assert "segment" in columns(db)["trials"]
-    assert cli("downgrade", db, "0003") == "0003"
+    assert cli("downgrade", db, "0004") == "0004"
     assert "segment" not in columns(db)["trials"]
-    # This code (which knows 0003 only) refuses the store once the copy has upgraded it.
+    # This code (which knows 0004 only) refuses the store once the copy has upgraded it.
     cli("upgrade", db)
     with pytest.raises(store.SchemaTooNew):
         store.init_db(db)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase
 from emews_py.trials import ExperimentStatus, TrialStatus
 
 # The alembic revision of the schema below; init_db upgrades every database to it.
-SCHEMA_VERSION = "0003"
+SCHEMA_VERSION = "0004"
 
 TRIAL_STATUSES = tuple(s.value for s in TrialStatus)
 
@@ -63,6 +63,8 @@ class Trial(Base):
     finished_at = Column(DateTime)
     error = Column(Text)              # traceback or time-limit message
     attempts = Column(Integer)        # 0003: how many times it was started (a resumed trial: 2+)
+    gpu = Column(String(64))          # 0004: CUDA_VISIBLE_DEVICES of its run (GPUS_PER_NODE)
+    stopped_epoch = Column(Integer)   # 0004: the epoch at which an early stopper (STOPPER) ended it
     __table_args__ = (Index("ix_trials_experiment", "experiment_id", "status"),)
 
 

@@ -31,13 +31,13 @@ from emews_py.store.schema import (eq_messages, events, experiments, json_dumps,
                                    trials, ts, utcnow)
 from emews_py.trials import ExperimentStatus, Trial, TrialStatus
 
-_COLUMNS = ("status", "objective", "metrics", "worker", "host", "started_at", "finished_at", "error")
-# trials.attempts (schema 0003) is written when the driver's Trial carries it; COALESCE keeps the
-# stored count when a Trial has none (None).
-_ATTEMPTS = "attempts" in getattr(Trial, "__slots__", ())
+_COLUMNS = ("status", "objective", "metrics", "worker", "host", "started_at", "finished_at", "error",
+            "gpu", "stopped_epoch")
+# trials.attempts (schema 0003) keeps the stored count when a Trial has none (None: a spill file
+# written before attempts were counted); gpu and stopped_epoch are 0004's.
 _SQLITE_UPDATE = ("UPDATE trials SET status = ?, objective = ?, metrics = ?, worker = ?, host = ?, "
-                  "started_at = ?, finished_at = ?, error = ?"
-                  + (", attempts = COALESCE(?, attempts)" if _ATTEMPTS else "") + " WHERE id = ?")
+                  "started_at = ?, finished_at = ?, error = ?, gpu = ?, stopped_epoch = ?, "
+                  "attempts = COALESCE(?, attempts) WHERE id = ?")
 _SQLITE_INSERT = ("INSERT INTO trials (id, experiment_id, params, status, submitted_at) "
                   "VALUES (?, ?, ?, ?, ?)")
 
@@ -114,13 +114,10 @@ def _json_or_null(v: Any) -> str | None:
 
 
 def _state(t: Trial) -> tuple:
-    """(id, status, objective, metrics, worker, host, started_at, finished_at, error[, attempts])
-    of a trial; times in epoch seconds."""
-    if _ATTEMPTS:
-        return (t.id, t.status.value, t.objective, t.metrics, t.worker, t.host, t.started_at,
-                t.finished_at, t.error, t.attempts)
+    """(id, status, objective, metrics, worker, host, started_at, finished_at, error, gpu,
+    stopped_epoch, attempts) of a trial; times in epoch seconds."""
     return (t.id, t.status.value, t.objective, t.metrics, t.worker, t.host, t.started_at,
-            t.finished_at, t.error)
+            t.finished_at, t.error, t.gpu, t.stopped_epoch, t.attempts)
 
 
 def _plain(fields: dict) -> dict:
@@ -146,10 +143,8 @@ class Writer:
         self._eq: list[dict] = []
         self._heartbeat: tuple | None = None   # (exp_id, segment_id, at): only the latest matters
         self._upd = (update(trials).where(trials.c.id == bindparam("b_id"))
-                     .values({c: bindparam(c) for c in _COLUMNS}))
-        if _ATTEMPTS:
-            self._upd = self._upd.values(attempts=func.coalesce(bindparam("attempts"),
-                                                                trials.c.attempts))
+                     .values({c: bindparam(c) for c in _COLUMNS})
+                     .values(attempts=func.coalesce(bindparam("attempts"), trials.c.attempts)))
         # away from the store
         self.away_since: float | None = None   # epoch seconds of the first failed write
         self.error: str | None = None          # the latest transient error, one line
@@ -408,19 +403,14 @@ class Writer:
             # The hot path at >10,000 trials/s: SQLAlchemy's per-row parameter processing
             # cost more than SQLite itself, so rows go to the driver's executemany as tuples,
             # in the formats SQLAlchemy itself stores (ISO timestamps, strict JSON).
-            if _ATTEMPTS:
-                c.exec_driver_sql(_SQLITE_UPDATE, [
-                    (st, obj, _json_or_null(met), w, h, _sqlite_ts(t0), _sqlite_ts(t1), err, a, i)
-                    for i, st, obj, met, w, h, t0, t1, err, a in states])
-            else:
-                c.exec_driver_sql(_SQLITE_UPDATE, [
-                    (st, obj, _json_or_null(met), w, h, _sqlite_ts(t0), _sqlite_ts(t1), err, i)
-                    for i, st, obj, met, w, h, t0, t1, err in states])
+            c.exec_driver_sql(_SQLITE_UPDATE, [
+                (st, obj, _json_or_null(met), w, h, _sqlite_ts(t0), _sqlite_ts(t1), err, g, se, a, i)
+                for i, st, obj, met, w, h, t0, t1, err, g, se, a in states])
         elif states:
             c.execute(self._upd, [
                 {"b_id": s[0], "status": s[1], "objective": s[2], "metrics": s[3], "worker": s[4],
                  "host": s[5], "started_at": ts(s[6]), "finished_at": ts(s[7]), "error": s[8],
-                 **({"attempts": s[9]} if _ATTEMPTS else {})}
+                 "gpu": s[9], "stopped_epoch": s[10], "attempts": s[11]}
                 for s in states])
         if self._events:
             c.execute(insert(events), self._events)
@@ -459,7 +449,8 @@ class Writer:
         earlier spill left there), empty the buffers, and return how many records. A pending
         heartbeat is dropped. ``import_spill`` applies the file to the store."""
         lines = [{"trial": dict(zip(("id", "status", "objective", "metrics", "worker", "host",
-                                     "started_at", "finished_at", "error", "attempts"), _state(t)))}
+                                     "started_at", "finished_at", "error", "gpu", "stopped_epoch", "attempts"),
+                                    _state(t)))}
                  for t in self._updates.values()]
         lines += [{"event": e} for e in self._events]
         lines += [{"op": list(op)} for op in self._ops]
@@ -532,7 +523,8 @@ def import_spill(engine: Engine, path: str | os.PathLike) -> int | None:
                                  f"({e}); fix or remove the line and resume again") from None
             if kind == "trial":
                 v["status"] = TrialStatus(v["status"])
-                v.setdefault("attempts", None)
+                for k in ("attempts", "gpu", "stopped_epoch"):   # files written before 0003/0004
+                    v.setdefault(k, None)
                 w._updates[v["id"]] = SimpleNamespace(**v)
             elif kind == "event":
                 w._events.append(v)
