@@ -1,0 +1,136 @@
+"""SITE=slurm for real: a one-node Slurm cluster (slurm-wlm + munge, tests/slurm_cluster.py)
+runs bench workflows submitted by `make workflow SITE=slurm`, as a user would; the MPICH wheel's
+mpiexec inside the job launches its ranks through Slurm (a job step, srun); `scancel` (SIGTERM,
+as at the time limit) records the experiment interrupted and `RESUME=ID` with the same SITE
+submits the job that completes it."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, json_space, output, query
+from slurm_cluster import SlurmCluster, missing
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    why = missing()
+    if why and os.geteuid() != 0:
+        pytest.skip(why)
+    assert why is None, why
+    cluster = SlurmCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def make_workflow(slurm: SlurmCluster, runs: Path, *variables: str) -> tuple[str, Path]:
+    """`make workflow SITE=slurm ...` in the repository; the job id and the run directory."""
+    env = dict(slurm.env, EMEWS_RUNS=str(runs))
+    p = subprocess.run(["make", "-s", "workflow", "SITE=slurm", "NODES=1", "WALLTIME=00:05:00",
+                        *variables], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, output(p)
+    job = re.search(r"submitted to slurm: job (\d+)", p.stdout)
+    run_dir = re.search(r"run directory: (\S+)", p.stdout)
+    assert job and run_dir, output(p)
+    assert f"`squeue -j {job.group(1)}`" in p.stdout and f"`scancel {job.group(1)}`" in p.stdout
+    return job.group(1), Path(run_dir.group(1))
+
+
+def worker_pids(run_dir: Path, n: int, limit: float = 60) -> list[int]:
+    """The worker ranks' pids, from RUN_DIR/workers.log once all n said hello."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        log = run_dir / "workers.log"
+        pids = [int(x) for x in re.findall(r"\(pid (\d+) on", log.read_text())] \
+            if log.exists() else []
+        if len(pids) == n:
+            return pids
+        time.sleep(0.1)
+    out = run_dir / "job.out"
+    raise AssertionError(f"{n} workers did not start: {out.read_text() if out.exists() else ''}")
+
+
+def under_slurm_step(pid: int) -> tuple[dict, list[str]]:
+    """The process's Slurm variables and the names of its ancestors."""
+    env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text()
+               .split("\0") if kv.startswith("SLURM_"))
+    names, p = [], pid
+    while p > 1:
+        stat = Path(f"/proc/{p}/stat").read_text()
+        p = int(stat.rsplit(")", 1)[1].split()[1])
+        names.append(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ").strip())
+    return env, names
+
+
+def sleepy_space(tmp_path: Path, sleep: float) -> Path:
+    return json_space(tmp_path / "space.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
+        {"id": "sleep", "type": "discrete", "values": [sleep]}])
+
+
+def test_make_workflow_site_slurm_runs_to_completion_with_workers_in_a_job_step(slurm, tmp_path):
+    runs = tmp_path / "runs"
+    space = sleepy_space(tmp_path, 0.6)
+    job, run_dir = make_workflow(slurm, runs, "PPN=3", "ALGO=py_random", "BUDGET=8",
+                                 f"SPACE={space}", "EXP=slurm-done")
+    # The workers (2 of PPN=3 ranks) run in step 0 of this job, which hydra started with srun,
+    # not as children of the batch script.
+    for pid in worker_pids(run_dir, 2):
+        env, ancestors = under_slurm_step(pid)
+        assert env.get("SLURM_JOB_ID") == job and env.get("SLURM_STEP_ID") == "0", env
+        assert f"slurmstepd: [{job}.0]" in ancestors, ancestors
+        assert not any(a.startswith(f"slurmstepd: [{job}.batch]") for a in ancestors), ancestors
+    assert slurm.wait_done(job, 90) == "COMPLETED", slurm.logs()
+    out = (run_dir / "job.out").read_text()
+    assert "[emews] experiment status: completed" in out, out
+    assert query(runs, "SELECT status, run_dir FROM experiments") == [
+        {"status": "completed", "run_dir": str(run_dir)}]
+    rows = query(runs, "SELECT status, COUNT(*) AS n, COUNT(DISTINCT worker) AS w FROM trials "
+                       "GROUP BY status")
+    assert rows == [{"status": "completed", "n": 8, "w": 2}], (rows, out)
+    assert query(runs, "SELECT procs, status FROM segments") == [{"procs": 3,
+                                                                  "status": "completed"}]
+
+
+def test_scancel_records_interrupted_and_resume_through_slurm_completes(slurm, tmp_path):
+    runs = tmp_path / "runs"
+    space = sleepy_space(tmp_path, 0.8)
+    job, run_dir = make_workflow(slurm, runs, "PPN=3", "ALGO=py_random", "BUDGET=14",
+                                 f"SPACE={space}", "EXP=slurm-cut")
+    worker_pids(run_dir, 2)
+    deadline = time.time() + 60
+    while time.time() < deadline and not query(
+            runs, "SELECT 1 FROM trials WHERE status = 'completed'"):
+        time.sleep(0.2)
+    # scancel: SIGTERM to every process of the job (SIGKILL KillWait s later), as at the time limit
+    slurm.run("scancel", job)
+    assert slurm.wait_done(job, 60) == "CANCELLED", slurm.logs()
+    out = (run_dir / "job.out").read_text()
+    x = query(runs, "SELECT id, status FROM experiments")
+    assert x == [{"id": 1, "status": "interrupted"}], out
+    done = [r["id"] for r in query(runs, "SELECT id FROM trials WHERE status = 'completed'")]
+    assert 1 <= len(done) < 14, out
+    assert "RESUME=1" in out or "--resume 1" in out, out
+
+    job2, run_dir2 = make_workflow(slurm, runs, "RESUME=1", "PPN=3")
+    assert run_dir2 != run_dir
+    assert slurm.wait_done(job2, 90) == "COMPLETED", slurm.logs()
+    out2 = (run_dir2 / "job.out").read_text()
+    assert query(runs, "SELECT id, status FROM experiments") == [
+        {"id": 1, "status": "completed"}], out2
+    assert query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"] \
+        == 14, out2
+    # no trial completed by the first job ran again
+    ran = {r["id"]: r["attempts"] for r in query(runs, "SELECT id, attempts FROM trials")}
+    assert all(ran[t] == 1 for t in done), ran
+    assert query(runs, "SELECT procs, status FROM segments ORDER BY number") == [
+        {"procs": 3, "status": "interrupted"}, {"procs": 3, "status": "completed"}]
