@@ -19,6 +19,8 @@ TIMEOUT ?=
 OPT_TIMEOUT ?=
 SETTINGS ?=
 RESUME ?=
+# Across hosts without a batch system (docs/sites.md): HOSTS=node1:4,node2:4 or a host file.
+HOSTS ?=
 # Batch submission (docs/sites.md): SITE=slurm|pbs|lsf|local (workflows/sites/SITE.toml).
 SITE ?=
 NODES ?=
@@ -67,6 +69,7 @@ workflow: export TIMEOUT := $(TIMEOUT)
 workflow: export SETTINGS := $(SETTINGS)
 workflow: export OPT_TIMEOUT := $(OPT_TIMEOUT)
 workflow: export RESUME := $(RESUME)
+workflow: export HOSTS := $(HOSTS)
 workflow: export SITE := $(SITE)
 workflow: export NODES := $(NODES)
 workflow: export PPN := $(PPN)
@@ -78,7 +81,7 @@ workflow: venv
 	@$(VENV)/bin/emews workflow --pilot "$$PILOT" --algo "$$ALGO" --procs "$$PROCS" \
 	  --budget "$$BUDGET" --space "$$SPACE" --db "$$DB" --exp "$$EXP" --mode "$$MODE" \
 	  --timeout "$$TIMEOUT" --opt-timeout "$$OPT_TIMEOUT" --settings "$$SETTINGS" \
-	  --resume "$$RESUME" --site "$$SITE" --nodes "$$NODES" --ppn "$$PPN" \
+	  --resume "$$RESUME" --hosts "$$HOSTS" --site "$$SITE" --nodes "$$NODES" --ppn "$$PPN" \
 	  --walltime "$$WALLTIME" --queue "$$QUEUE" --account "$$ACCOUNT" --dryrun "$$DRYRUN"
 
 # `make status` lists the experiments in the store; `make status ID=3` shows one.

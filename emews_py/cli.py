@@ -374,12 +374,66 @@ def new_endpoint() -> str:
     return f"ipc://{tempfile.gettempdir()}/emews-{uuid.uuid4().hex[:12]}.sock"
 
 
-def launcher(procs: int) -> list[str]:
-    """``mpiexec -n PROCS`` by default; a site can set EMEWS_LAUNCHER, e.g. 'srun -n {procs}'."""
+def launcher(procs: int, hosts: list[str] | None = None) -> list[str]:
+    """``mpiexec [HOSTS] -n PROCS`` by default; a site can set EMEWS_LAUNCHER, e.g.
+    'srun -n {procs}'. ``hosts``: mpiexec's arguments naming the hosts (``hosts_of``)."""
     tmpl = os.environ.get("EMEWS_LAUNCHER")
     if tmpl:
         return [w.replace("{procs}", str(procs)) for w in shlex.split(tmpl)]
-    return [default_mpiexec(), "-n", str(procs)]
+    return [default_mpiexec(), *(hosts or []), "-n", str(procs)]
+
+
+HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]*[A-Za-z0-9_])?$")
+
+
+def _host_entry(entry: str, where: str) -> int | None:
+    """Check one ``host[:count]``; returns its count (None: no count given)."""
+    name, _, count = entry.partition(":")
+    if not HOST_NAME.match(name) or (count and not (count.isdigit() and int(count) > 0)):
+        raise UsageError(f"{where}: {entry!r} is not a host name with an optional number of "
+                         f"ranks, `host` or `host:count` (letters, digits, `._-`; count a positive "
+                         f"integer), e.g. HOSTS=node1:4,node2:4 or HOSTS=./hostfile.")
+    return int(count) if count else None
+
+
+def hosts_of(a: argparse.Namespace) -> list[str]:
+    """HOSTS (``--hosts``): where mpiexec starts the ranks, for a run across hosts without a batch
+    system. ``node1:4,node2:4`` (host and ranks on it; rank 0, the driver, on the first host)
+    becomes ``-hosts node1:4,node2:4``; a file (a path with a ``/``, or an existing file) holding
+    one ``host[:count]`` per line becomes ``-f FILE``. When every host has a count and PROCS is
+    not given, PROCS is their sum. Returns mpiexec's arguments ([] without HOSTS)."""
+    value = (getattr(a, "hosts", "") or "").strip()
+    if not value:
+        return []
+    if getattr(a, "site", ""):
+        raise UsageError(f"HOSTS={value!r} given with SITE={a.site}: in a batch job the batch "
+                         f"system chooses the nodes (NODES, PPN) and mpiexec finds them. Leave "
+                         f"HOSTS out with SITE, or leave SITE out to run here across HOSTS.")
+    if os.environ.get("EMEWS_LAUNCHER"):
+        raise UsageError(f"HOSTS={value!r} given while EMEWS_LAUNCHER is set "
+                         f"({os.environ['EMEWS_LAUNCHER']!r}), which replaces mpiexec and its "
+                         f"host arguments. Put the hosts into EMEWS_LAUNCHER, or unset it to let "
+                         f"HOSTS reach the venv's mpiexec.")
+    if "/" in value or os.path.isfile(value):
+        path = Path(value).resolve()
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"HOSTS={value!r}: the host file cannot be read ({e}). Give a file "
+                             f"with one `host[:count]` per line, or a list HOSTS=node1:4,node2:4."
+                             ) from None
+        entries = [ln.split("#", 1)[0].split()[0] for ln in lines if ln.split("#", 1)[0].strip()]
+        where, args = f"HOSTS file {path}", ["-f", str(path)]
+    else:
+        entries = value.split(",")
+        where, args = f"HOSTS={value!r}", ["-hosts", value]
+    if not entries:
+        raise UsageError(f"{where} names no host: give one `host[:count]` per line (rank 0, the "
+                         f"driver, runs on the first).")
+    counts = [_host_entry(e, where) for e in entries]
+    if not a.procs and all(c is not None for c in counts):
+        a.procs = str(sum(counts))
+    return args
 
 
 def default_mpiexec() -> str:
@@ -410,6 +464,11 @@ BATCH_OPTIONS = ("nodes", "ppn", "walltime", "queue", "account", "dryrun")
 
 
 def cmd_workflow(a: argparse.Namespace) -> int:
+    try:
+        hosts = hosts_of(a)   # first: PROCS may come from it
+    except UsageError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
     if getattr(a, "site", ""):
         return cmd_submit(a)
     given = [o.upper() for o in BATCH_OPTIONS if getattr(a, o, "")]
@@ -423,7 +482,7 @@ def cmd_workflow(a: argparse.Namespace) -> int:
     except (UsageError, SpaceError, PilotError) as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
-    cmd = launcher(procs) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
+    cmd = launcher(procs, hosts) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
     return start_job(cfg, cmd)
 
 
@@ -980,6 +1039,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--resume", default="", metavar="ID",
                    help="continue experiment ID (interrupted, killed or failed) in a new job")
     w.add_argument("--runs", default="", help="where run directories go (default ./runs or $EMEWS_RUNS)")
+    w.add_argument("--hosts", default="", help="run across these hosts without a batch system: "
+                   "node1:4,node2:4 (rank 0 on the first; PROCS their sum) or a host file "
+                   "(docs/sites.md, more than one host)")
+    w.add_argument("--gpus-per-node", default="", help="GPUs on each node: every worker rank "
+                   "gets one by its rank on the node, as CUDA_VISIBLE_DEVICES (docs/sites.md)")
     b = w.add_argument_group("batch submission (docs/sites.md)")
     b.add_argument("--site", default="", help="submit a batch job: a site file "
                    "workflows/sites/NAME.toml (slurm, pbs, lsf, local) or a path to one")

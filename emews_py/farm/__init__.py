@@ -36,12 +36,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: mpiexec -n PROCS python -m emews_py.farm RUN_DIR/config.json "
                          "(written by `emews workflow`)\n")
         return 2
+    comm = MPI.COMM_WORLD
     try:
         cfg = RunConfig.read(args[0])
     except ConfigError as e:
-        sys.stderr.write(f"[emews] {e}\n")
+        import socket
+        # Across hosts, the likely cause is a host that does not see the run directory. Abort:
+        # the other ranks would wait for this one forever.
+        sys.stderr.write(f"[emews] rank {comm.Get_rank()} on host {socket.gethostname()}: {e} "
+                         f"In a job across hosts every host must see the run directory at the "
+                         f"same path: put the runs directory (--runs, EMEWS_RUNS) on a file "
+                         f"system they share.\n")
+        sys.stderr.flush()
+        if comm.Get_size() > 1:
+            comm.Abort(2)
         return 2
-    comm = MPI.COMM_WORLD
     if comm.Get_size() < 2:
         sys.stderr.write("[emews] the farm needs at least 2 MPI ranks (a driver and a worker); "
                          "set PROCS to 2 or more.\n")

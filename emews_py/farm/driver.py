@@ -36,7 +36,7 @@ from emews_py.farm.protocol import Fail, Finish, InsertTrials, Protocol, Reply
 from emews_py.farm.scheduler import Scheduler, stuck_after
 from emews_py.farm.supervisor import Supervisor
 from emews_py.farm.transport import (Backoff, Sends, Tag, idle_wait_s, mpi, poll_any,
-                                     wake_signals)
+                                     signalable, wake_signals)
 from emews_py.trials import ExperimentStatus, Result, Trial, TrialStatus
 
 FLUSH_EVERY_S = 0.5
@@ -464,7 +464,7 @@ class Driver:
                 self.record(r, source)
         elif tag == Tag.HELLO:
             self.hello[source] = msg
-            if msg.get("host") == socket.gethostname() and "pid" in msg and wake_signals():
+            if signalable(msg) and wake_signals():  # on this host (only there a pid is one)
                 self.sends.wake_on_send(source, msg["pid"])  # it may sleep long: wake it to send
             if msg.get("error"):
                 raise ExperimentFailed(f"worker {source} on {msg['host']} could not import pilot "

@@ -5,8 +5,9 @@ Nobody waits in a blocking MPI receive: MPICH busy-polls a core there, which on 
 halves throughput. Idle ranks ``Iprobe`` and sleep with a growing back-off instead: short while
 work flows, long (``EMEWS_IDLE_WAIT_S``, 30 ms) once a rank has had nothing for ``IDLE_AFTER_S``,
 so 128 idle ranks wake ~4,000 times a second instead of 64,000 (``benchmarks/idle.py``).
-A worker on the driver's host does better: the driver wakes it with a signal (``WAKE``) when it
-sends to a rank quiet for ``WAKE_AFTER_S``, so such a rank may sleep ``WOKEN_IDLE_S`` (0.5 s).
+A worker on the driver's host (``signalable``) does better: the driver wakes it with a signal
+(``WAKE``) when it sends to a rank quiet for ``WAKE_AFTER_S``, so such a rank may sleep
+``WOKEN_IDLE_S`` (0.5 s); a worker on another host never gets a signal and naps at most 30 ms.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import enum
 import os
 import select
 import signal
+import socket
 import time
+from pathlib import Path
 
 DRIVER = 0
 
@@ -32,6 +35,29 @@ IDLE_AFTER_S = 0.5    # with nothing to do this long, a rank is idle: it may sle
 WAKE = signal.SIGUSR1  # driver -> worker on its host: a message is on its way, stop sleeping
 WAKE_AFTER_S = 0.25   # the driver signals a rank it has not heard from or sent to this long
 WOKEN_IDLE_S = 0.5    # the longest sleep of a rank the driver signals (a missed wake costs this)
+
+
+def node_id() -> str:
+    """Where this process runs, as far as a pid is concerned: hostname, kernel (boot id) and PID
+    namespace. The driver signals a worker by pid only when both say the same; a hostname alone
+    does not: the nodes of some clusters (or containers on several machines) share one, and a
+    SIGUSR1 to another machine's pid would kill whatever process has it here."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    try:
+        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pidns = "?"
+    return f"{socket.gethostname()}/{boot}/{pidns}"
+
+
+def signalable(hello: dict) -> bool:
+    """Whether the driver may signal the worker that sent ``hello`` (it runs on this host: same
+    ``node_id``). Workers on other hosts are never signalled; they nap at most
+    ``idle_wait_s()``."""
+    return "pid" in hello and hello.get("node") == node_id()
 
 
 def idle_wait_s() -> float:

@@ -38,7 +38,7 @@ from emews_py.config import RunConfig
 from emews_py.farm.child import SLOT, read_slot
 from emews_py.farm.procs import die_with_parent_of
 from emews_py.farm.scheduler import trial_stuck_after
-from emews_py.farm.transport import DRIVER, WOKEN_IDLE_S, Backoff, Tag, Waker, mpi
+from emews_py.farm.transport import DRIVER, WOKEN_IDLE_S, Backoff, Tag, Waker, mpi, node_id
 from emews_py.trials import Result, TrialStatus
 
 NOTICE_S = 0.5        # the driver learns of a trial running this long (or a chunk's progress)
@@ -321,7 +321,8 @@ class Worker:
                       error=error).to_wire()
 
     def send_hello(self, extra: dict) -> None:
-        self.comm.send({"host": self.host, "pid": os.getpid(), "mode": self.cfg.mode, **extra},
+        self.comm.send({"host": self.host, "pid": os.getpid(), "node": node_id(),
+                        "mode": self.cfg.mode, **extra},
                        dest=DRIVER, tag=Tag.HELLO)
         self.hello_sent = True
 
