@@ -330,3 +330,97 @@ def list_schedule(durations: Sequence[float], workers: int) -> Outcome:
         if durations:
             yield Submit(len(durations))
     return simulate(Farm(workers), submit_all(), list(durations))
+
+
+# ---- the command line: emews simulate-farm ------------------------------------------------------
+
+# Defaults measured on the 2-core reference machine (docs/scale.md says how): the driver's cost per
+# trial from benchmarks/dispatch.py, hand-out and result latencies and mlrMBO's proposal cost
+# fitted from the real runs of benchmarks/utilization.py (benchmarks/farm_model.py prints them).
+DEFAULTS = dict(driver_s=1.3e-4, gap_s=0.02, result_s=0.05, cost="1.0,0.05,0.002,0",
+                random_cost="0.3,0.002,0,0")
+
+
+def add_parser(sub) -> None:
+    """Register ``emews simulate-farm`` on the CLI's subparsers."""
+    s = sub.add_parser("simulate-farm", help="discrete-event model of the farm: utilization and "
+                       "trials/h for W workers, trial durations, proposal and driver costs",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--workers", type=int, required=True, help="worker ranks W")
+    s.add_argument("--algo", default="stream", help="stream or batch (mlrMBO) or random (R)")
+    s.add_argument("--budget", type=int, help="trials (default 10 x W)")
+    s.add_argument("--mean", type=float, default=600.0, help="mean trial duration, s (600)")
+    s.add_argument("--cv", type=float, default=1.0, help="its coefficient of variation (1)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the durations")
+    s.add_argument("--q", type=int, help="points per batch (batch, random; default W)")
+    s.add_argument("--design", type=int, default=8, help="mlrMBO's initial design size (8)")
+    s.add_argument("--min-fit", type=int, help="stream: results before the first model-based "
+                   "proposal (default design / 2)")
+    s.add_argument("--ahead", type=int, default=0, help="stream: points kept pending beyond W")
+    s.add_argument("--cost", default=DEFAULTS["cost"], help="mlrMBO's proposal cost 'a,b,c,d': "
+                   "a + b q + c n + d n q seconds")
+    s.add_argument("--random-cost", default=DEFAULTS["random_cost"],
+                   help="cost of random points (random search; stream before min.fit)")
+    s.add_argument("--n-cap", type=float, default=math.inf, help="n is capped here in the cost "
+                   "(a bounded training set)")
+    s.add_argument("--driver-s", type=float, default=DEFAULTS["driver_s"],
+                   help="rank 0's seconds per trial and per result")
+    s.add_argument("--gap-s", type=float, default=DEFAULTS["gap_s"],
+                   help="seconds from a free worker to its queued trial's start")
+    s.add_argument("--result-s", type=float, default=DEFAULTS["result_s"],
+                   help="seconds from a trial's end to the optimizer having its result")
+    s.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    s.set_defaults(func=cmd_simulate_farm)
+
+
+def optimizer_for(algo: str, workers: int, budget: int, q: int, design: int, min_fit: int,
+                  cost: Cost, random_cost: Cost, ahead: int = 0) -> Iterator:
+    if algo == "stream":
+        return mbo_stream(budget, min(design, budget), min_fit, cost, random_cost, ahead, workers)
+    if algo == "batch":
+        return mbo_batch(budget, min(design, budget), q, cost)
+    if algo == "random":
+        return random_batches(budget, q, random_cost)
+    raise FarmSimError(f"--algo {algo!r} is not known; give stream or batch (mlrMBO's modes) or "
+                       f"random (r_algorithms/random.R)")
+
+
+def _checked(a) -> dict:
+    def positive(name, v):
+        if v is None or isinstance(v, bool) or v < 1:
+            raise FarmSimError(f"--{name} = {v} must be a positive integer")
+        return v
+    W = positive("workers", a.workers)
+    budget = positive("budget", a.budget if a.budget is not None else 10 * W)
+    q = positive("q", a.q if a.q is not None else W)
+    if a.design < 0 or a.ahead < 0 or (a.min_fit is not None and a.min_fit < 0):
+        raise FarmSimError("--design, --ahead and --min-fit must be >= 0")
+    for name in ("driver_s", "gap_s", "result_s"):
+        v = getattr(a, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise FarmSimError(f"--{name.replace('_', '-')} = {v} must be a number of seconds >= 0")
+    if not (a.n_cap > 0):
+        raise FarmSimError(f"--n-cap = {a.n_cap} must be > 0")
+    return dict(W=W, budget=budget, q=q, min_fit=a.min_fit if a.min_fit is not None
+                else max(2, math.ceil(a.design / 2)),
+                cost=Cost.parse(a.cost, a.n_cap), random_cost=Cost.parse(a.random_cost))
+
+
+def cmd_simulate_farm(a) -> int:
+    try:
+        c = _checked(a)
+        durations = lognormal(a.mean, a.cv, a.seed)
+        opt = optimizer_for(a.algo, c["W"], c["budget"], c["q"], a.design, c["min_fit"],
+                            c["cost"], c["random_cost"], a.ahead)
+        o = simulate(Farm(c["W"], a.driver_s, a.gap_s, a.result_s), opt, durations)
+    except FarmSimError as e:
+        sys.stderr.write(f"emews simulate-farm: error: {e}. See `emews simulate-farm --help`.\n")
+        return 2
+    if a.json:
+        print(json.dumps(dict(o.summary(), algo=a.algo, mean=a.mean, cv=a.cv)))
+    else:
+        print(f"{a.algo}: {o.workers} workers, {o.trials} trials of mean {a.mean:g} s (CV {a.cv:g}): "
+              f"utilization {o.utilization:.1%}, makespan {o.makespan:.1f} s, "
+              f"{o.trials_per_hour:,.0f} trials/h; optimizer busy {o.optimizer_busy:.1f} s, "
+              f"driver busy {o.driver_busy:.2f} s")
+    return 0

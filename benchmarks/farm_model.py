@@ -1,0 +1,236 @@
+"""Validate the farm simulator (emews_py/farmsim.py) against real runs, then predict the paper's
+scale.
+
+    .venv/bin/python benchmarks/farm_model.py [--store runs/utilization/r1/emews.db]
+        [--run]  (first run benchmarks/utilization.py into that store's directory)
+
+1. Calibration, from the store of benchmarks/utilization.py (SQL over `trials` and the EQ
+   transcript `eq_messages`), pooled over every run of an optimizer:
+   - the optimizer's time per round: from an answer that delivered results to its next waiting
+     message (the next results request, batch or plain batch), with n = results delivered so
+     far and q = points it proposed in between; fitted as a + b q + c n + d n q (mlrMBO's
+     model-based rounds; random.R's rounds and mlrMBO's random ones before min.fit apart);
+   - gap_s: median time from a worker's trial end to its next trial's start, when that trial was
+     already queued (submitted before the end);
+   - result_s: median time from the last trial of an answer ending to the answer being recorded.
+   The driver's per-trial cost is benchmarks/dispatch.py's (the --driver-s default).
+2. Validation: each real run is simulated with its own trial durations (in trial-id order, i.e.
+   submission order) and the pooled costs; targets: utilization within 5 points, makespan within
+   10 % of the real run.
+3. Prediction: 1,024, 4,096 and 16,384 workers, trials lognormal with mean 600 s (the paper's
+   ~10-minute trainings) and CV 1, 10 trials per worker, batch vs stream vs random, with the
+   calibrated costs, and with the proposal cost given by --cost/--n-cap (e.g. a bounded
+   training set), in trials/h and utilization, next to the paper's 1,060 models/h.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from emews_py import farmsim  # noqa: E402
+from utilization import measure  # noqa: E402
+
+PAPER_MODELS_PER_H = 1060   # Wozniak et al., 1,024 Titan nodes
+
+
+def transcript(c, exp: int) -> list[dict]:
+    rows = c.execute(text("SELECT seq, direction, payload, (julianday(at) - 2440587.5) * 86400 AS t "
+                          "FROM eq_messages WHERE experiment_id = :e ORDER BY seq"), {"e": exp})
+    return [dict(r._mapping) for r in rows]
+
+
+def kind_of(payload: str) -> tuple[str, int]:
+    """('results'|'submit'|'batch'|'plain'|'other', points)."""
+    s = payload.strip()
+    if s.startswith('{"eq"') or s.startswith('{ "eq"'):
+        try:
+            m = json.loads(s)
+        except ValueError:
+            return "other", 0
+        if m.get("eq") in ("submit", "batch"):
+            return m["eq"], len(m.get("points") or [])
+        return str(m.get("eq")), 0
+    if s.startswith("{"):
+        return "plain", s.count('};{') + 1
+    return "other", 0
+
+
+def rounds(msgs: list[dict]) -> tuple[list[tuple], int]:
+    """(n, q, seconds) per optimizer round: from an answer that delivered results to the
+    optimizer's next waiting message (results request, batch, plain batch), with the q points it
+    proposed in between and n results delivered so far; and the size of the first points message
+    (the initial design)."""
+    out, design, n, q, since = [], None, 0, 0, None
+    for m in msgs:
+        if m["direction"] == "in":
+            k, pts = kind_of(m["payload"])
+            if pts and design is None:
+                design = pts
+            q += pts
+            if k in ("results", "batch", "plain"):
+                if since is not None and q:
+                    out.append((n, q, m["t"] - since))
+                since, q = None, 0
+        else:
+            ids = json.loads(m["payload"]).get("ids") or []
+            if ids:     # only answers that deliver results name trial ids
+                n += len(ids)
+                since = m["t"]
+    return out, design or 0
+
+
+GAP_SQL = """SELECT worker, (julianday(started_at) - 2440587.5) * 86400 AS s,
+                    (julianday(finished_at) - 2440587.5) * 86400 AS f,
+                    (julianday(submitted_at) - 2440587.5) * 86400 AS q
+             FROM trials WHERE experiment_id = :e AND started_at IS NOT NULL
+               AND finished_at IS NOT NULL ORDER BY worker, started_at"""
+
+
+def gaps(c, exp: int) -> list[float]:
+    rows = [dict(r._mapping) for r in c.execute(text(GAP_SQL), {"e": exp})]
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        if a["worker"] == b["worker"] and b["q"] <= a["f"]:
+            out.append(max(0.0, b["s"] - a["f"]))
+    return out
+
+
+def result_lags(c, exp: int, msgs: list[dict]) -> list[float]:
+    fin = {r[0]: r[1] for r in c.execute(text(
+        "SELECT id, (julianday(finished_at) - 2440587.5) * 86400 FROM trials "
+        "WHERE experiment_id = :e AND finished_at IS NOT NULL"), {"e": exp})}
+    out = []
+    for m in msgs:
+        if m["direction"] == "out":
+            ids = [i for i in (json.loads(m["payload"]).get("ids") or []) if i in fin]
+            if ids:
+                out.append(max(0.0, m["t"] - max(fin[i] for i in ids)))
+    return out
+
+
+def algo_of(name: str) -> tuple[str, int]:
+    _, algo, w = name.split("-")
+    return algo, int(w[1:])
+
+
+def calibrate(engine, a) -> tuple[dict, dict]:
+    with engine.connect() as c:
+        exps = [dict(r._mapping) for r in c.execute(text(
+            "SELECT id, name, workers FROM experiments WHERE name LIKE 'util-%' AND status = 'completed' "
+            "ORDER BY id"))]
+        per, samples, g, lag = {}, defaultdict(list), [], []
+        for e in exps:
+            algo, w = algo_of(e["name"])
+            msgs = transcript(c, e["id"])
+            rs, design = rounds(msgs)
+            min_fit = max(2, math.ceil(design / 2))
+            for n, q, s in rs:
+                key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else "mbo"
+                samples[key].append((n, q, s))
+            g += gaps(c, e["id"])
+            lag += result_lags(c, e["id"], msgs)
+            dur = [r["f"] - r["s"] for r in c.execute(text(
+                "SELECT (julianday(started_at) - 2440587.5) * 86400 AS s, "
+                "(julianday(finished_at) - 2440587.5) * 86400 AS f FROM trials "
+                "WHERE experiment_id = :e AND finished_at IS NOT NULL ORDER BY id"),
+                {"e": e["id"]}).mappings()]
+            per[e["id"]] = dict(name=e["name"], algo=algo, workers=w, design=design,
+                                min_fit=min_fit, durations=dur, real=measure(engine, e["id"]))
+    cal = dict(cost=farmsim.fit_cost(samples["mbo"]) if samples["mbo"] else farmsim.Cost(),
+               random_cost=farmsim.fit_cost(samples["random"]) if samples["random"] else farmsim.Cost(),
+               gap_s=statistics.median(g) if g else 0.0,
+               result_s=statistics.median(lag) if lag else 0.0, driver_s=a.driver_s,
+               n_mbo=len(samples["mbo"]), n_random=len(samples["random"]))
+    return per, cal
+
+
+def simulate_run(r: dict, cal: dict) -> farmsim.Outcome:
+    W, d = r["workers"], r["durations"]
+    opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"], cal["cost"],
+                                cal["random_cost"])
+    return farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]), opt, d)
+
+
+def fmt_cost(c: farmsim.Cost) -> str:
+    cap = "" if math.isinf(c.n_cap) else f", n capped at {c.n_cap:g}"
+    return f"{c.a:.3g} + {c.b:.3g} q + {c.c:.3g} n + {c.d:.3g} n q s{cap}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", default=str(REPO / "runs" / "utilization" / "r1" / "emews.db"))
+    ap.add_argument("--run", action="store_true", help="run benchmarks/utilization.py first")
+    ap.add_argument("--driver-s", type=float, default=farmsim.DEFAULTS["driver_s"],
+                    help="rank 0's seconds per trial and per result (benchmarks/dispatch.py)")
+    ap.add_argument("--cost", help="a second proposal cost for the predictions, 'a,b,c,d'")
+    ap.add_argument("--n-cap", type=float, default=math.inf, help="with --cost: n capped here")
+    ap.add_argument("--scale", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--mean", type=float, default=600.0)
+    ap.add_argument("--cv", type=float, default=1.0)
+    ap.add_argument("--per-worker", type=int, default=10)
+    a = ap.parse_args(argv)
+    store = Path(a.store).resolve()
+    if a.run:
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "utilization.py"),
+                        "--runs", str(store.parent)], check=True)
+    if not store.is_file():
+        sys.exit(f"no store at {store}: run benchmarks/utilization.py --runs {store.parent} first "
+                 f"(or give --run)")
+    eng = create_engine(f"sqlite:///{store}")
+    per, cal = calibrate(eng, a)
+    eng.dispose()
+    print(f"calibration from {store} ({len(per)} runs):")
+    print(f"  mlrMBO proposal per round: {fmt_cost(cal['cost'])} ({cal['n_mbo']} rounds)")
+    print(f"  random points per round:   {fmt_cost(cal['random_cost'])} ({cal['n_random']} rounds)")
+    print(f"  hand-out gap {cal['gap_s'] * 1000:.0f} ms, result to optimizer {cal['result_s'] * 1000:.0f} ms, "
+          f"driver {cal['driver_s'] * 1e6:.0f} us per trial and per result")
+    print(f"\nvalidation (real vs simulated, same trial durations):")
+    print(f"{'run':18} {'util real':>9} {'sim':>6} {'diff':>6} {'makespan real':>13} {'sim':>8} {'diff':>7}  ok")
+    ok_all = True
+    for r in per.values():
+        o = simulate_run(r, cal)
+        du = (o.utilization - r["real"]["util"]) * 100
+        dm = o.makespan / r["real"]["makespan"] - 1
+        ok = abs(du) <= 5 and abs(dm) <= 0.10
+        ok_all &= ok
+        print(f"{r['name']:18} {r['real']['util']:9.1%} {o.utilization:6.1%} {du:+5.1f}p "
+              f"{r['real']['makespan']:12.1f}s {o.makespan:7.1f}s {dm:+7.1%}  {'yes' if ok else 'NO'}")
+    print(f"all within 5 points and 10 %: {'yes' if ok_all else 'NO'}")
+
+    costs = [("calibrated", cal["cost"])]
+    if a.cost:
+        costs.append(("--cost", farmsim.Cost.parse(a.cost, a.n_cap)))
+    print(f"\nprediction: trials lognormal mean {a.mean:g} s CV {a.cv:g}, {a.per_worker} per worker; "
+          f"paper: {PAPER_MODELS_PER_H:,} models/h on 1,024 nodes")
+    print(f"{'cost':11} {'algo':7} {'W':>6} {'util':>6} {'trials/h':>9} {'ideal/h':>8} {'opt busy':>9} "
+          f"{'driver busy':>11}")
+    for label, cost in costs:
+        for W in a.scale:
+            for algo in ("batch", "random", "stream"):
+                dist = farmsim.lognormal(a.mean, a.cv, 0)
+                budget = a.per_worker * W
+                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, cost, cal["random_cost"])
+                o = farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]),
+                                     opt, dist)
+                ideal = farmsim.list_schedule([dist(i) for i in range(budget)], W)
+                print(f"{label:11} {algo:7} {W:6d} {o.utilization:6.1%} {o.trials_per_hour:9,.0f} "
+                      f"{ideal.trials_per_hour:8,.0f} {o.optimizer_busy / o.makespan:8.0%} "
+                      f"{o.driver_busy / o.makespan:10.2%}", flush=True)
+    print("opt busy / driver busy: share of the makespan the optimizer spent proposing and rank 0 "
+          "spent on trials; near 100 % the optimizer is the bottleneck.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The farm simulator (emews_py/farmsim.py) against closed forms, its CLI and bad input, and the
+bench pilot's drawn durations on the real farm."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+
+import pytest
+
+from emews_py import farmsim as fs
+from helpers import EMEWS, ROOT, query, run_workflow
+from pilots.bench import duration
+
+
+def submit_all(n):
+    yield fs.Submit(n)
+
+
+@pytest.mark.parametrize("n,w,d", [(10, 4, 2.0), (64, 8, 1.5), (7, 16, 3.0), (1, 1, 4.0)])
+def test_constant_durations_no_overheads(n, w, d):
+    o = fs.simulate(fs.Farm(w), submit_all(n), [d] * n)
+    waves = math.ceil(n / w)
+    assert o.makespan == pytest.approx(waves * d)
+    assert o.utilization == pytest.approx(n * d / (w * waves * d))
+    assert o.trials == n and o.busy == pytest.approx(n * d)
+    if n % w == 0:
+        assert o.utilization == pytest.approx(1.0)
+
+
+def test_stream_with_free_optimizer_keeps_every_worker_busy():
+    # zero proposal cost, constant durations: stream refills each worker as it frees
+    o = fs.simulate(fs.Farm(8), fs.mbo_stream(80, 0, 0, fs.Cost(), fs.Cost(), workers=8), [2.0] * 80)
+    assert o.utilization == pytest.approx(1.0) and o.makespan == pytest.approx(20.0)
+
+
+def test_batch_makespan_is_the_sum_of_each_batch_max():
+    d = [1, 2, 3, 4, 5, 1, 1, 1, 2, 2]
+    o = fs.simulate(fs.Farm(4), fs.mbo_batch(10, 0, 4, fs.Cost()), d)
+    assert o.makespan == pytest.approx(4 + 5 + 2)
+    # a proposal cost c per batch adds c between batches (the first one precedes the first start)
+    o = fs.simulate(fs.Farm(4), fs.random_batches(10, 4, fs.Cost(a=0.5)), d)
+    assert o.makespan == pytest.approx(4 + 5 + 2 + 2 * 0.5)
+    assert o.optimizer_busy == pytest.approx(3 * 0.5)
+    # the design is a batch of its own
+    o = fs.simulate(fs.Farm(4), fs.mbo_batch(10, 2, 4, fs.Cost()), d)
+    assert o.makespan == pytest.approx(2 + 5 + 2)   # [1,2] [3,4,5,1] [1,1,2,2]
+
+
+def test_driver_and_handout_costs_on_one_worker():
+    # each trial after the first waits for its result (driver_s) and its hand-out (driver_s + gap)
+    n, d, drv, gap = 5, 1.0, 0.01, 0.1
+    o = fs.simulate(fs.Farm(1, driver_s=drv, gap_s=gap), submit_all(n), [d] * n)
+    assert o.makespan == pytest.approx(n * d + (n - 1) * (2 * drv + gap))
+    assert o.driver_busy == pytest.approx(2 * n * drv)
+
+
+def test_driver_is_the_bottleneck_for_instant_trials():
+    # 1,000 zero-length trials on 10 workers: rank 0 does 2 x 1 ms per trial, one after another
+    # (the makespan ends at the last finish, before rank 0 has read the last 10 results)
+    o = fs.simulate(fs.Farm(10, driver_s=0.001), submit_all(1000), [0.0] * 1000)
+    assert o.makespan == pytest.approx(2.0 - 0.001 - 10 * 0.001)
+    assert o.driver_busy == pytest.approx(2.0)
+
+
+def test_result_latency_delays_the_next_batch_only():
+    o = fs.simulate(fs.Farm(2, result_s=0.3), fs.random_batches(4, 2, fs.Cost()), [1.0] * 4)
+    assert o.makespan == pytest.approx(2 * 1.0 + 0.3)
+
+
+def test_stream_beats_batch_with_skewed_durations_and_costs():
+    dist = fs.lognormal(5, 1, seed=3)
+    cost = fs.Cost(a=0.5, b=0.01)
+    s = fs.simulate(fs.Farm(32), fs.mbo_stream(640, 8, 4, cost, fs.Cost(), workers=32), dist)
+    b = fs.simulate(fs.Farm(32), fs.mbo_batch(640, 8, 32, cost), dist)
+    ideal = fs.list_schedule([dist(i) for i in range(640)], 32)
+    assert b.utilization < s.utilization <= ideal.utilization + 1e-9
+    assert s.trials == b.trials == 640
+
+
+def test_cost_fit_recovers_known_coefficients():
+    true = fs.Cost(0.4, 0.02, 0.001, 0.0)
+    samples = [(n, q, true(n, q)) for n in (10, 100, 500, 1000) for q in (1, 8, 64)]
+    got = fs.fit_cost(samples)
+    for k in "abcd":
+        assert getattr(got, k) == pytest.approx(getattr(true, k), abs=1e-9)
+    capped = fs.Cost(0, 0, 0.01, 0, n_cap=100)
+    assert capped(5000, 1) == pytest.approx(1.0)
+
+
+def test_lognormal_matches_the_bench_pilot_and_its_moments():
+    draw = fs.lognormal(5.0, 1.0, seed=2)
+    assert [draw(i) for i in range(5)] == [duration(5.0, 1.0, 2, i) for i in range(5)]
+    xs = [draw(i) for i in range(20000)]
+    assert statistics.mean(xs) == pytest.approx(5.0, rel=0.05)
+    assert statistics.stdev(xs) / statistics.mean(xs) == pytest.approx(1.0, rel=0.1)
+    assert fs.lognormal(3.0, 0.0)(7) == pytest.approx(3.0)
+
+
+def cli(*args):
+    return subprocess.run([EMEWS, "simulate-farm", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+
+
+def test_cli_closed_form():
+    p = cli("--workers", "8", "--mean", "2", "--cv", "0", "--budget", "40", "--algo", "random",
+            "--random-cost", "0,0,0,0", "--driver-s", "0", "--gap-s", "0", "--result-s", "0", "--json")
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout)
+    assert o["makespan"] == pytest.approx(10.0) and o["utilization"] == pytest.approx(1.0)
+    assert o["trials"] == 40 and o["trials_per_hour"] == pytest.approx(40 / 10 * 3600)
+    p = cli("--workers", "16", "--mean", "60", "--algo", "batch")
+    assert p.returncode == 0 and "batch: 16 workers, 160 trials" in p.stdout and "trials/h" in p.stdout
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--workers", "0"], "--workers = 0 must be a positive integer"),
+    (["--workers", "4", "--budget", "-3"], "--budget = -3"),
+    (["--workers", "4", "--algo", "grid"], "--algo 'grid' is not known"),
+    (["--workers", "4", "--cost", "1,2"], "--cost '1,2': give four numbers"),
+    (["--workers", "4", "--cost", "1,2,x,4"], "give four numbers"),
+    (["--workers", "4", "--mean", "0"], "mean trial duration must be a positive"),
+    (["--workers", "4", "--cv", "-1"], "coefficient of variation must be >= 0"),
+    (["--workers", "4", "--gap-s", "-0.1"], "--gap-s = -0.1"),
+])
+def test_cli_bad_input(args, says):
+    p = cli(*args)
+    assert p.returncode == 2
+    assert says in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bench_pilot_sleeps_its_drawn_duration(tmp_path):
+    """The real farm: each trial lasts at least the duration drawn for its id, and not much more."""
+    space = tmp_path / "s.R"
+    space.write_text('param.set <- makeParamSet(makeNumericParam("x1", lower = -5, upper = 10),\n'
+                     '  makeDiscreteParam("duration_mean", values = 0.3),\n'
+                     '  makeDiscreteParam("duration_cv", values = 1),\n'
+                     '  makeDiscreteParam("duration_seed", values = 4L))\n')
+    p = run_workflow(tmp_path, "--pilot", "bench", "--algo", "random", "--procs", "3",
+                     "--budget", "8", "--space", str(space), "--settings", "seed = 1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = query(tmp_path, "SELECT id, (julianday(finished_at) - julianday(started_at)) * 86400 AS s "
+                           "FROM trials WHERE status = 'completed'")
+    assert len(rows) == 8
+    for r in rows:
+        want = duration(0.3, 1.0, 4, r["id"])
+        assert want - 0.01 <= r["s"] <= want + 1.0, (r, want)
+    assert len({round(duration(0.3, 1.0, 4, r["id"]), 6) for r in rows}) == 8   # they vary
