@@ -1087,6 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.set_defaults(func=cmd_trials)
     from emews_py.simulate import add_parser as add_simulate  # imports this module: not at the top
     add_simulate(sub)
+    from emews_py.farmsim import add_parser as add_simulate_farm
+    add_simulate_farm(sub)
     a = ap.parse_args(argv)
     try:
         return a.func(a)
