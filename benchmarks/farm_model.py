@@ -107,15 +107,19 @@ def gaps(c, exp: int) -> list[float]:
 
 
 def result_lags(c, exp: int, msgs: list[dict]) -> list[float]:
+    """Per answer that delivered results: its time minus the later of its last trial's end and
+    the optimizer's request (the farm's part of the way; the optimizer's own time is not in it)."""
     fin = {r[0]: r[1] for r in c.execute(text(
         "SELECT id, (julianday(finished_at) - 2440587.5) * 86400 FROM trials "
         "WHERE experiment_id = :e AND finished_at IS NOT NULL"), {"e": exp})}
-    out = []
+    out, asked = [], None
     for m in msgs:
-        if m["direction"] == "out":
-            ids = [i for i in (json.loads(m["payload"]).get("ids") or []) if i in fin]
-            if ids:
-                out.append(max(0.0, m["t"] - max(fin[i] for i in ids)))
+        if m["direction"] == "in":
+            asked = m["t"]
+            continue
+        ids = [i for i in (json.loads(m["payload"]).get("ids") or []) if i in fin]
+        if ids and asked is not None:
+            out.append(max(0.0, m["t"] - max(asked, max(fin[i] for i in ids))))
     return out
 
 

@@ -196,6 +196,8 @@ class Outcome:
     busy: float                 # worker-seconds spent in trials
     utilization: float
     trials_per_hour: float
+    utilization_ss: float       # the same while work remained: first start to the last start
+    trials_per_hour_ss: float   # trials finished in that window, per hour
     optimizer_busy: float       # seconds the optimizer spent proposing
     driver_busy: float          # seconds rank 0 spent on trials and results
     starts: list = field(default_factory=list, repr=False)
@@ -223,6 +225,7 @@ def simulate(farm: Farm, optimizer: Iterator, duration: Callable[[int], float] |
     waiting: list = [None]                # the optimizer's pending request
     starts: list[float] = []
     finishes: list[float] = []
+    spans: list[tuple[float, float]] = []     # (start, end) per trial, for the steady state
 
     def push(t, kind, i=None):
         nonlocal seq
@@ -244,6 +247,7 @@ def simulate(farm: Farm, optimizer: Iterator, duration: Callable[[int], float] |
             st["first"] = min(st["first"], start)
             if keep_times:
                 starts.append(start)
+            spans.append((start, start + d))
             push(start + d, "finish", i)
 
     def answerable(req: Results) -> bool:
@@ -319,8 +323,15 @@ def simulate(farm: Farm, optimizer: Iterator, duration: Callable[[int], float] |
     n = st["n"]
     makespan = st["last"] - st["first"] if n else 0.0
     util = st["busy"] / (W * makespan) if makespan > 0 else (1.0 if n else 0.0)
+    last_start = max((a for a, _ in spans), default=0.0)
+    window = last_start - st["first"] if n else 0.0
+    if window > 0:
+        util_ss = sum(max(0.0, min(b, last_start) - a) for a, b in spans) / (W * window)
+        rate_ss = sum(1 for _, b in spans if b <= last_start) / window * 3600
+    else:
+        util_ss, rate_ss = util, 0.0
     return Outcome(W, n, makespan, st["busy"], util, n / makespan * 3600 if makespan > 0 else 0.0,
-                   st["opt_busy"], st["drv_busy"], starts, finishes)
+                   util_ss, rate_ss, st["opt_busy"], st["drv_busy"], starts, finishes)
 
 
 def list_schedule(durations: Sequence[float], workers: int) -> Outcome:
@@ -337,7 +348,7 @@ def list_schedule(durations: Sequence[float], workers: int) -> Outcome:
 # Defaults measured on the 2-core reference machine (docs/scale.md says how): the driver's cost per
 # trial from benchmarks/dispatch.py, hand-out and result latencies and mlrMBO's proposal cost
 # fitted from the real runs of benchmarks/utilization.py (benchmarks/farm_model.py prints them).
-DEFAULTS = dict(driver_s=1.3e-4, gap_s=0.02, result_s=0.05, cost="1.0,0.05,0.002,0",
+DEFAULTS = dict(driver_s=6.4e-5, gap_s=0.02, result_s=0.05, cost="1.0,0.05,0.002,0",
                 random_cost="0.3,0.002,0,0")
 
 
@@ -421,6 +432,7 @@ def cmd_simulate_farm(a) -> int:
     else:
         print(f"{a.algo}: {o.workers} workers, {o.trials} trials of mean {a.mean:g} s (CV {a.cv:g}): "
               f"utilization {o.utilization:.1%}, makespan {o.makespan:.1f} s, "
-              f"{o.trials_per_hour:,.0f} trials/h; optimizer busy {o.optimizer_busy:.1f} s, "
+              f"{o.trials_per_hour:,.0f} trials/h (while work remained: utilization "
+              f"{o.utilization_ss:.1%}, {o.trials_per_hour_ss:,.0f} trials/h); optimizer busy {o.optimizer_busy:.1f} s, "
               f"driver busy {o.driver_busy:.2f} s")
     return 0

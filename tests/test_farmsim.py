@@ -27,6 +27,8 @@ def test_constant_durations_no_overheads(n, w, d):
     assert o.trials == n and o.busy == pytest.approx(n * d)
     if n % w == 0:
         assert o.utilization == pytest.approx(1.0)
+    # while work remained (up to the last start) every worker was busy
+    assert o.utilization_ss == pytest.approx(1.0) or waves == 1
 
 
 def test_stream_with_free_optimizer_keeps_every_worker_busy():
