@@ -18,6 +18,8 @@ MODE ?=
 TIMEOUT ?=
 OPT_TIMEOUT ?=
 SETTINGS ?=
+# Early stopping (docs/stopping.md): STOPPER=asha or median, with settings: asha:eta=3,grace=1
+STOPPER ?=
 RESUME ?=
 # Across hosts without a batch system (docs/sites.md): HOSTS=node1:4,node2:4 or a host file.
 HOSTS ?=
@@ -67,6 +69,7 @@ workflow: export EXP := $(EXP)
 workflow: export MODE := $(MODE)
 workflow: export TIMEOUT := $(TIMEOUT)
 workflow: export SETTINGS := $(SETTINGS)
+workflow: export STOPPER := $(STOPPER)
 workflow: export OPT_TIMEOUT := $(OPT_TIMEOUT)
 workflow: export RESUME := $(RESUME)
 workflow: export HOSTS := $(HOSTS)
@@ -80,7 +83,7 @@ workflow: export DRYRUN := $(DRYRUN)
 workflow: venv
 	@$(VENV)/bin/emews workflow --pilot "$$PILOT" --algo "$$ALGO" --procs "$$PROCS" \
 	  --budget "$$BUDGET" --space "$$SPACE" --db "$$DB" --exp "$$EXP" --mode "$$MODE" \
-	  --timeout "$$TIMEOUT" --opt-timeout "$$OPT_TIMEOUT" --settings "$$SETTINGS" \
+	  --timeout "$$TIMEOUT" --opt-timeout "$$OPT_TIMEOUT" --settings "$$SETTINGS" --stopper "$$STOPPER" \
 	  --resume "$$RESUME" --hosts "$$HOSTS" --site "$$SITE" --nodes "$$NODES" --ppn "$$PPN" \
 	  --walltime "$$WALLTIME" --queue "$$QUEUE" --account "$$ACCOUNT" --dryrun "$$DRYRUN"
 

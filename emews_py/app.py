@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import traceback
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         ev_out.flush()
 
     deadline = time.time() + a.timeout if a.timeout else None
-    ctx = TrialContext(a.trial_id, a.run_dir, deadline, sink)
+    # The worker sends SIGUSR2 when the early stopper (STOPPER) wants this training ended; the
+    # Keras callback sees it at the next epoch end. A signal: nothing to poll, no file per epoch.
+    halt = []
+    signal.signal(signal.SIGUSR2, lambda *_: halt.append(True))
+    ctx = TrialContext(a.trial_id, a.run_dir, deadline, sink, halted=lambda: bool(halt))
     try:
         status, res, error = run_trial(load_pilot(a.pilot), params, ctx, a.timeout)
     except Exception as e:  # noqa: BLE001 - the pilot could not be imported: the trial failed
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if status is TrialStatus.FAILED:
         sys.stderr.write(error)
     out = {"status": status.value, "error": error, "objective": res.get("objective"),
-           "metrics": res.get("metrics"), "model_path": res.get("model_path")}
+           "metrics": res.get("metrics"), "model_path": res.get("model_path"),
+           "stopped_epoch": ctx.stopped_epoch}
     ev_out.close()
     with open(a.result, "w") as f:
         json.dump(out, f)

@@ -136,6 +136,7 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
     timeout = positive("TIMEOUT", a.timeout, False, "the per-trial time limit in seconds",
                        "120") if a.timeout else None
     opt_timeout = opt_timeout_of(a)
+    stopper = stopper_of(getattr(a, "stopper", ""), a.pilot, pilot_dir, defaults, space)
     user = parse_settings(a.settings)
     if a.budget:
         budget = positive("BUDGET", a.budget, True, "the number of trials", "40")
@@ -167,7 +168,7 @@ def prepare(a: argparse.Namespace) -> tuple[RunConfig, Path]:
                     run_dir=str(run_dir), endpoint=new_endpoint(), mode=mode, settings=settings,
                     space_file=str(space_file), space_text=space_file.read_text(),
                     space_json=space, timeout=timeout, impute=impute, keep_models=keep,
-                    opt_timeout=opt_timeout, store_wait=store_wait_of())
+                    opt_timeout=opt_timeout, store_wait=store_wait_of(), stopper=stopper)
     cfg_file = run_dir / "config.json"
     cfg.write(cfg_file)
     return cfg, cfg_file, procs
@@ -301,6 +302,12 @@ def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
                          f"MODE=app (one subprocess per trial).")
     timeout = positive("TIMEOUT", a.timeout, False, "the per-trial time limit in seconds",
                        "120") if a.timeout else stored.timeout
+    stopper = stored.stopper
+    if getattr(a, "stopper", ""):   # STOPPER may change on a resume, as TIMEOUT (off: 'none')
+        pdir = find_pilot(stored.pilot)
+        stopper = stopper_of(a.stopper, stored.pilot, pdir,
+                             read_default_model(pdir / f"{stored.pilot}_default_model.txt"),
+                             stored.space_json or {})
     run_dir = new_run_dir(runs_root, f"{stored.exp}-resume{rid}")
     settings, space_file = dict(stored.settings), stored.space_file
     sf = Path(space_file) if space_file else None
@@ -318,12 +325,76 @@ def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
                               mode=mode, timeout=timeout, settings=settings,
                               space_file=space_file, resume=rid,
                               opt_timeout=opt_timeout_of(a, stored.opt_timeout),
-                              store_wait=store_wait_of())
+                              store_wait=store_wait_of(), stopper=stopper)
     cfg_file = run_dir / "config.json"
     cfg.write(cfg_file)
     print(f"[emews] resuming experiment {rid} '{stored.exp}' ({x['shown']}: {x['completed']} of "
           f"{x['budget']} trials completed)", flush=True)
     return cfg, cfg_file, procs
+
+
+def pilot_epoch_metric(pilot_dir: Path) -> tuple[str, str | None] | None:
+    """Whether a pilot reports epoch_end events, read from its source (importing it would import
+    Keras): (the value a stopper watches, the parameter that must be > 0 for events, or None), or
+    None. A pilot says so with ``EPOCH_METRIC = "name"`` (and ``EPOCHS_PARAM = "param"``) at
+    module level, or by training with the pilot kit's Keras callbacks (``callbacks_for``,
+    ``StoreCallback``), which report Keras' ``val_loss``."""
+    import ast
+    try:
+        tree = ast.parse((pilot_dir / "__init__.py").read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names: dict = {}
+    uses_callbacks = False
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id in ("EPOCH_METRIC", "EPOCHS_PARAM") \
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            names[node.targets[0].id] = node.value.value
+        if isinstance(node, ast.ImportFrom) and node.module in ("emews_py.pilotkit.keras",
+                                                                 "emews_py.keras_callbacks"):
+            uses_callbacks |= any(n.name in ("callbacks_for", "StoreCallback") for n in node.names)
+    if "EPOCH_METRIC" in names:
+        return names["EPOCH_METRIC"], names.get("EPOCHS_PARAM")
+    return ("val_loss", None) if uses_callbacks else None
+
+
+def stopper_of(text: str, pilot: str, pilot_dir: Path, defaults: dict, space: dict) -> dict | None:
+    """STOPPER (``--stopper``) checked against the pilot: the settings for RunConfig, or None."""
+    from emews_py.farm.stoppers import StopperError, parse
+    try:
+        spec = parse(text)
+    except StopperError as e:
+        raise UsageError(str(e)) from None
+    if spec is None:
+        return None
+    found = pilot_epoch_metric(pilot_dir)
+    shown = f"STOPPER={text.strip()!r}"
+    if found is None:
+        raise UsageError(f"{shown}: pilot '{pilot}' reports no epoch_end events, and a stopper "
+                         f"judges a training by the values it reports at each epoch end. A Keras "
+                         f"pilot reports them when it trains with emews_py.pilotkit.keras's "
+                         f"callbacks_for(ctx) (or StoreCallback); a pilot that reports them "
+                         f"itself (ctx.event('epoch_end', epoch=e, NAME=value)) says so with "
+                         f"EPOCH_METRIC = 'NAME' in {pilot_dir / '__init__.py'}. Leave STOPPER out "
+                         f"for this pilot, or make it report epochs (docs/stopping.md).")
+    metric, epochs_param = found
+    if epochs_param:
+        in_space = any(p["id"] == epochs_param for p in space.get("params", []))
+        try:
+            default = float(defaults.get(epochs_param) or 0)
+        except (TypeError, ValueError):
+            default = 0.0
+        if not in_space and default <= 0:
+            raise UsageError(f"{shown}: pilot '{pilot}' reports epoch_end events only when its "
+                             f"parameter {epochs_param} is greater than 0, and here it is "
+                             f"{defaults.get(epochs_param)!r} (its default; the search space does "
+                             f"not set it), so no trial could be judged. Add {epochs_param} to the "
+                             f"search space (e.g. a discrete parameter with one value, 10), or "
+                             f"leave STOPPER out.")
+    spec["metric"] = spec["metric"] or metric
+    return spec
 
 
 def opt_timeout_of(a: argparse.Namespace, default: float = RunConfig.opt_timeout) -> float:
@@ -1036,6 +1107,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fail if the optimizer sends nothing this many seconds while every "
                         "worker is idle (default 1800)")
     w.add_argument("--settings", default="")
+    w.add_argument("--stopper", default="", help="early stopping of trainings behind their peers "
+                   "at the same epoch: asha or median, with settings, e.g. asha:eta=3,grace=1 "
+                   "(docs/stopping.md); default off")
     w.add_argument("--resume", default="", metavar="ID",
                    help="continue experiment ID (interrupted, killed or failed) in a new job")
     w.add_argument("--runs", default="", help="where run directories go (default ./runs or $EMEWS_RUNS)")

@@ -36,6 +36,8 @@ class RunConfig:
     opt_timeout: float = 1800.0     # OPT_TIMEOUT: fail if the optimizer sends nothing this long
                                     # while every worker is idle
     store_wait: float = 600.0       # how long a store that went away mid-run is waited for
+    stopper: dict | None = None     # STOPPER: early stopping rule and settings (farm/stoppers.py),
+                                    # with "metric", the epoch_end value it watches; None: off
 
     @property
     def run_path(self) -> Path:

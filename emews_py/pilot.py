@@ -64,6 +64,8 @@ def run_trial(pilot, params: dict, ctx: TrialContext, timeout: float | None):
         return TrialStatus.FAILED, empty, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     if ctx.timed_out:
         return TrialStatus.TIMEOUT, res, f"training stopped at the time limit of {timeout} s (TIMEOUT)"
+    if getattr(ctx, "stopped_epoch", None) is not None:  # the early stopper ended its training
+        return TrialStatus.STOPPED, res, None
     return TrialStatus.COMPLETED, res, None
 
 

@@ -17,7 +17,11 @@ pickled messages; no values in argv):
                       ("done",)                            the chunk is finished
 
 Which trial runs since when is written to a shared 16-byte slot (``SLOT``) at each trial's start,
-so the worker knows it at any moment, also when the child dies, at no cost per trial.
+so the worker knows it at any moment, also when the child dies, at no cost per trial. The 8 bytes
+after it (``HALT``) are the other way round: the worker writes there the id of a trial that the
+driver's early stopper (STOPPER) wants ended, and the trial's Keras callback reads it at each epoch
+end (``ctx.stop_requested()``). Shared memory rather than a message: the child's main thread is
+inside ``model.fit`` and reads no messages until the trial ends, and a read costs nothing.
 
 The child ignores SIGINT and SIGTERM (the driver orchestrates a clean stop: a Ctrl-C to the
 process group must not print a traceback from every child) and dies with its worker
@@ -36,6 +40,8 @@ import traceback
 from multiprocessing.connection import Connection
 
 SLOT = struct.Struct("=dq")   # (started_at, trial id) of the trial running now; id 0: none yet
+HALT = struct.Struct("=q")    # at offset SLOT.size: the id of a trial to stop (STOPPER); 0: none
+SLOT_BYTES = SLOT.size + HALT.size
 EVENTS_EVERY_S = 0.2          # a training trial's events reach the driver at least this often
 RESULTS_EVERY_S = 0.05        # fast results are batched at most this long
 SLOW_TRIAL_S = 0.005          # a trial at least this long sends its result at once
@@ -43,6 +49,17 @@ SLOW_TRIAL_S = 0.005          # a trial at least this long sends its result at o
 
 def write_slot(slot: mmap.mmap, tid: int, started: float) -> None:
     slot[:SLOT.size] = SLOT.pack(started, tid)
+
+
+def write_halt(slot: mmap.mmap, tid: int) -> None:
+    slot[SLOT.size:SLOT_BYTES] = HALT.pack(tid)
+
+
+def read_halt(slot: mmap.mmap) -> int:
+    a = slot[SLOT.size:SLOT_BYTES]
+    while (b := slot[SLOT.size:SLOT_BYTES]) != a:
+        a = b
+    return HALT.unpack(a)[0]
 
 
 def read_slot(slot: mmap.mmap) -> tuple[int, float]:
@@ -134,11 +151,12 @@ def serve(conn: Connection, slot: mmap.mmap) -> int:
             started = time.time()
             write_slot(slot, tid, started)
             ctx = TrialContext(tid, run_dir, started + timeout if timeout else None, out.event,
-                               worker=rank)
+                               worker=rank, halted=lambda tid=tid: read_halt(slot) == tid)
             status, res, error = run_trial(pilot, params, ctx, timeout)
             finished = time.time()
             out.result(Result(tid, status, started, finished, rank, host, res["objective"],
-                              res["metrics"] or None, error, res["model_path"]).to_wire(),
+                              res["metrics"] or None, error, res["model_path"],
+                              stopped_epoch=ctx.stopped_epoch).to_wire(),
                        finished - started)
         out.chunk_done()
 
@@ -150,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     conn_fd, slot_fd = int(args[0]), int(args[1])
     conn = Connection(conn_fd)
-    slot = mmap.mmap(slot_fd, SLOT.size)
+    slot = mmap.mmap(slot_fd, SLOT_BYTES)
     os.close(slot_fd)
     try:
         return serve(conn, slot)

@@ -29,14 +29,14 @@ import traceback
 
 from emews_py import eq, store
 from emews_py.config import RunConfig
-from emews_py.farm import replay
+from emews_py.farm import replay, stoppers
 from emews_py.farm.models import ModelKeeper
 from emews_py.farm.progress import Progress
 from emews_py.farm.protocol import Fail, Finish, InsertTrials, Protocol, Reply
 from emews_py.farm.scheduler import Scheduler, stuck_after
 from emews_py.farm.supervisor import Supervisor
 from emews_py.farm.transport import (Backoff, Sends, Tag, idle_wait_s, mpi, poll_any,
-                                     signalable, wake_signals)
+                                     STOP_FILE, node_id, signalable, wake_signals)
 from emews_py.trials import ExperimentStatus, Result, Trial, TrialStatus
 
 FLUSH_EVERY_S = 0.5
@@ -104,11 +104,14 @@ class Driver:
         self.server: eq.EQServer | None = None
         self.opt_exited = False
         self.stop_signal: int | None = None
+        self.stop_file_at = 0.0               # when RUN_DIR/stop-request was last looked for
         self.held: list = []                  # actions waiting for the store to come back
         self.last_opt_msg = time.time()       # the optimizer's last message (OPT_TIMEOUT)
         self.idle_since: float | None = None  # since when every worker waits for the optimizer
         self.last_wait_notice = 0.0
         self.last_heartbeat = 0.0
+        # STOPPER: epoch_end events feed the rule; a trial it condemns gets a HALT to its worker
+        self.stopper = stoppers.make(cfg.stopper) if cfg.stopper else None
 
     # ---- resume ------------------------------------------------------------------------------
     def open_resume(self) -> None:
@@ -170,12 +173,15 @@ class Driver:
                                    f"started ({e}); check that {sys.executable} runs.") from None
         log(f"experiment {self.exp_id} '{cfg.exp}': optimizer {cfg.algo_file} (pid {pid}), "
             f"{self.n_workers} workers, mode {cfg.mode}")
+        if self.stopper is not None:
+            log(f"early stopping: {stoppers.describe(cfg.stopper)} on {cfg.stopper['metric']}")
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
         from emews_py.farm import STOP_SIGNALS
         # The CLI passes a stop signal that may have reached it alone on to this process.
-        (self.cfg.run_path / "driver.pid").write_text(f"{os.getpid()}\n")
+        # With its node: a CLI on another host (HOSTS) asks through RUN_DIR/stop-request instead.
+        (self.cfg.run_path / "driver.pid").write_text(f"{os.getpid()} {node_id()}\n")
         if STOP_SIGNALS:                  # it came while the driver was starting
             self.stop_signal = STOP_SIGNALS[0]
         for sig in (signal.SIGTERM, signal.SIGINT):   # no KeyboardInterrupt mid-write: a flag
@@ -197,6 +203,18 @@ class Driver:
         except Exception:  # noqa: BLE001 - the driver's own bug still ends the run clearly
             return self.fail(f"internal error in the driver:\n{traceback.format_exc()}")
         return self.finish_ok()
+
+    def check_stop_file(self, now: float) -> None:
+        """RUN_DIR/stop-request (the signal's number): the CLI's stop when this driver runs on
+        another host, where its pid means nothing to the CLI. Looked for once a second: on a
+        shared file system a lookup is not free."""
+        if self.stop_signal is not None or now - self.stop_file_at < 1.0:
+            return
+        self.stop_file_at = now
+        try:
+            self.stop_signal = int((self.cfg.run_path / STOP_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
 
     def on_signal(self, signum, _frame) -> None:
         if self.stop_signal is None:
@@ -235,6 +253,7 @@ class Driver:
                 last_flush = now
             if now - last_check > CHECK_EVERY_S:
                 last_check = now
+                self.check_stop_file(now)
                 if self.stop_signal is not None:
                     raise Interrupted(f"interrupted by {signal.Signals(self.stop_signal).name}")
                 self.watchdog(now)
@@ -451,6 +470,8 @@ class Driver:
     def on_mpi(self, msg, source: int, tag: int) -> None:
         if tag == Tag.EVENTS:
             self.writer.add_events(msg)
+            if self.stopper is not None:
+                self.watch_epochs(msg)
         elif tag == Tag.RESULTS:
             results = [Result.from_wire(w) for w in msg]
             self.sched.on_chunk_done(source, [r.trial_id for r in results], time.time())
@@ -471,6 +492,21 @@ class Driver:
                                        f"'{self.cfg.pilot}' (MODE={self.cfg.mode}): {msg['error']}")
             if "import_s" in msg:
                 self.on_imported(source, msg)
+
+    def watch_epochs(self, events: list[dict]) -> None:
+        """Feed each epoch_end value to the stopper; HALT the trials it stops. A pilot training
+        several folds per trial numbers its epochs on across them: only fold 0 is judged."""
+        metric = self.cfg.stopper["metric"]
+        for ev in events:
+            m = ev.get("metrics") or {}
+            if ev.get("kind") != "epoch_end" or metric not in m or ev.get("epoch") is None \
+                    or (m.get("fold") or 0) != 0:
+                continue
+            t = self.trials.get(ev["trial_id"])
+            if t is None or t.status is not TrialStatus.RUNNING or t.worker is None:
+                continue
+            if self.stopper.observe(t.id, int(ev["epoch"]), m[metric]):
+                self.sends.isend(t.id, t.worker, Tag.HALT)
 
     def on_imported(self, source: int, msg: dict) -> None:
         """Per worker a line in RUN_DIR/workers.log; on the terminal one line once all said
@@ -497,10 +533,12 @@ class Driver:
         elif t.status is not TrialStatus.RUNNING or t.worker != source:
             return  # a late answer from a written-off worker; the first answer stands
         t.finish(r)
+        if r.status is TrialStatus.STOPPED and self.stopper is not None:
+            t.error = self.stopper.reasons.get(t.id)   # why, in trials.error
         self.writer.trial_changed(t)
         self.progress.finished(t)
         self.sched.observe(r.duration)
-        if r.status is not TrialStatus.COMPLETED:
+        if r.status not in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
             first = (r.error or "").strip().splitlines()
             log(f"trial {r.trial_id} {r.status} on worker {r.worker}: {first[0] if first else ''}")
         if r.model_path:

@@ -76,6 +76,18 @@ def parse_batch(text: str) -> list:
         i += 1
 
 
+_WITH_OBJECTIVE = (TrialStatus.COMPLETED, TrialStatus.STOPPED)
+
+
+def plain_value(t: Trial, impute: float) -> float:
+    """What a plain EMEWS optimizer receives: ``Trial.value``, and for a trial the early stopper
+    ended its last objective (it cannot tell statuses apart, and the value is a real measurement
+    of that configuration, worse than it would have reached)."""
+    if t.status is TrialStatus.STOPPED and t.objective is not None:
+        return math.inf if math.isinf(t.objective) else t.objective
+    return t.value(impute)
+
+
 class Protocol:
     def __init__(self, algo_file: str, settings: dict, space: dict | None = None,
                  impute: float = math.nan, history=None):
@@ -247,7 +259,10 @@ class Protocol:
 
     @staticmethod
     def result(t: Trial) -> dict:
-        done = t.status is TrialStatus.COMPLETED
+        # A trial the early stopper (STOPPER) ended carries the objective its pilot returned at the
+        # stop (e.g. the validation loss of the model as stopped) with status "stopped", so an
+        # optimizer may use it or treat it apart (docs/stopping.md).
+        done = t.status in _WITH_OBJECTIVE
         obj = t.objective if done else None
         if obj is not None and math.isinf(obj):
             # +-inf (a diverged loss) is worse than every finite value: +Infinity, as the text R
@@ -265,7 +280,7 @@ class Protocol:
             if self.waiting:
                 return []
             if how == PLAIN:
-                text = ";".join(repr(t.value(self.impute)) for t in arg)
+                text = ";".join(repr(plain_value(t, self.impute)) for t in arg)
             else:
                 text = json.dumps({"eq": "results", "results": [self.result(t) for t in arg]})
             ids = tuple(t.id for t in arg)

@@ -29,6 +29,7 @@ class Tag(enum.IntEnum):
     EVENTS = 4     # worker -> driver: [event dict, ...] (always ahead of the results they belong to)
     RESULTS = 5    # worker -> driver: [Result wire tuple, ...], the rest of the oldest chunk
     PROGRESS = 6   # worker -> driver: (results so far, running trial id, its start) mid-chunk
+    HALT = 7       # driver -> worker: trial id: stop its training at the next epoch (STOPPER)
 
 
 IDLE_AFTER_S = 0.5    # with nothing to do this long, a rank is idle: it may sleep longer
@@ -51,6 +52,9 @@ def node_id() -> str:
     except OSError:
         pidns = "?"
     return f"{socket.gethostname()}/{boot}/{pidns}"
+
+
+STOP_FILE = "stop-request"   # RUN_DIR/STOP_FILE: the CLI's stop for a driver on another host
 
 
 def signalable(hello: dict) -> bool:

@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from emews_py.config import RunConfig
-from emews_py.farm.child import SLOT, read_slot
+from emews_py.farm.child import SLOT, SLOT_BYTES, read_slot, write_halt
 from emews_py.farm.procs import die_with_parent_of
 from emews_py.farm.scheduler import trial_stuck_after
 from emews_py.farm.transport import DRIVER, WOKEN_IDLE_S, Backoff, Tag, Waker, mpi, node_id
@@ -46,6 +46,7 @@ CHECK_S = 0.05        # how often a child's or trial process's life is checked
 BUSY_WAIT_S = 0.02    # while a trial runs, MPI is polled this often (the child's messages wake
                       # the worker at once): a busy rank costs no CPU, STOP is read within 20 ms
 MAX_DEATHS = 3        # a child dying this often in a row without running a trial is given up
+APP_EVENTS_S = 0.2    # with a STOPPER, an app-mode trial's new events are forwarded this often
 
 
 def log(msg: str) -> None:
@@ -145,6 +146,7 @@ class AppTrial:
 
     def __init__(self, w: "Worker", tid: int, params: dict):
         self.tid, self.started = tid, time.time()
+        self.events_at, self.events_read = 0, 0.0   # forwarded up to this byte, last read when
         d = self.dir = w.run_dir / "trials" / str(tid)
         d.mkdir(parents=True, exist_ok=True)
         pfile, self.rfile, self.efile = d / "params.json", d / "result.json", d / "events.jsonl"
@@ -183,8 +185,8 @@ class Worker:
         self.last_report = 0.0                  # when the driver last heard which trial runs
         self.slot_fd = os.memfd_create("emews-trial-slot") if self.resident else -1
         if self.resident:
-            os.ftruncate(self.slot_fd, SLOT.size)
-            self.slot = mmap.mmap(self.slot_fd, SLOT.size)
+            os.ftruncate(self.slot_fd, SLOT_BYTES)
+            self.slot = mmap.mmap(self.slot_fd, SLOT_BYTES)
 
     # ---- the loop ----------------------------------------------------------------------------
     def serve(self) -> None:
@@ -210,6 +212,9 @@ class Worker:
                     msg = self.comm.recv(source=DRIVER, tag=tag)
                     if tag == Tag.STOP:
                         return
+                    if tag == Tag.HALT:
+                        self.halt(msg)
+                        continue
                     self.take(msg)
                     progressed = True
                 if self.child is not None:
@@ -253,6 +258,19 @@ class Worker:
             self.noticed, self.last_report = batch[0][0], time.time()
         self.chunks.append(Chunk([tid for tid, _ in batch]))
         self.todo.extend(batch)
+
+    def halt(self, tid: int) -> None:
+        """The driver's early stopper wants trial ``tid`` ended: tell its training, which stops
+        at its next epoch end and returns normally (stored ``stopped``). A trial that is no longer
+        running here has ended anyway."""
+        if self.resident:
+            if tid in self.given:
+                write_halt(self.slot, tid)
+        elif self.app is not None and self.app.tid == tid:
+            try:  # the app process turns SIGUSR2 into ctx.stop_requested() (emews_py/app.py)
+                os.kill(self.app.proc.pid, signal.SIGUSR2)
+            except ProcessLookupError:
+                pass
 
     def feed(self) -> None:
         """Give waiting trials to the child (all at once: it runs them in order) or start the
@@ -328,7 +346,7 @@ class Worker:
 
     # ---- the resident child ------------------------------------------------------------------
     def start_child(self) -> None:
-        self.slot[:SLOT.size] = bytes(SLOT.size)
+        self.slot[:SLOT_BYTES] = bytes(SLOT_BYTES)
         self.child = Child(self.cfg, self.rank, self.host, self.slot_fd)
 
     def read_child(self) -> bool:
@@ -452,11 +470,15 @@ class Worker:
         timed_out = False
         if a.proc.poll() is None:
             if not self.timeout or now - a.started <= self.timeout:
+                # A stopper judges the training while it runs: its epochs go out as they come.
+                if self.cfg.stopper and now - a.events_read >= APP_EVENTS_S:
+                    a.events_read = now
+                    self._forward_app_events(a, final=False)
                 return
             timed_out = True
             kill_group(a.proc)
         self.app = None
-        self._forward_app_events(a.efile)
+        self._forward_app_events(a, final=True)
         self.record(self.app_result(a, timed_out))
 
     def app_result(self, a: AppTrial, timed_out: bool) -> tuple:
@@ -475,13 +497,23 @@ class Worker:
             return self.verdict(a.tid, TrialStatus.FAILED, a.started,
                                 f"trial process {how} and no result; output:\n{tail}")
         return Result(a.tid, st, a.started, time.time(), self.rank, self.host, res.get("objective"),
-                      res.get("metrics") or None, res.get("error"), res.get("model_path")).to_wire()
+                      res.get("metrics") or None, res.get("error"), res.get("model_path"),
+                      stopped_epoch=res.get("stopped_epoch")).to_wire()
 
-    def _forward_app_events(self, efile: Path) -> None:
-        if not efile.exists():
+    def _forward_app_events(self, a: AppTrial, final: bool) -> None:
+        """The events the trial process appended since the last call (whole lines only while it
+        runs; at the end every line, one cut off by a kill skipped)."""
+        try:
+            with open(a.efile, "rb") as f:
+                f.seek(a.events_at)
+                data = f.read()
+        except OSError:
             return
+        if not final:
+            data = data[:data.rfind(b"\n") + 1]
+        a.events_at += len(data)
         events = []
-        for line in efile.read_text().splitlines():
+        for line in data.decode(errors="replace").splitlines():
             try:
                 events.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut off by the kill

@@ -28,16 +28,22 @@ class TrialContext:
 
     ``event(kind, epoch=None, **metrics)`` sends a callback event to rank 0 (which stores it before
     the trial's result reaches the optimizer). ``deadline`` is a ``time.time()`` value or None.
+    ``stop_requested()`` is True once the run's early stopper (STOPPER) wants this training ended;
+    a training that honours it calls ``mark_stopped(epoch)`` and returns normally (the Keras
+    callbacks of ``emews_py.pilotkit.keras`` do both), and the trial is stored ``stopped``.
     """
 
     def __init__(self, trial_id: int, run_dir: str | os.PathLike, deadline: float | None,
-                 sink: Callable[[dict], None], worker: int = 0):
+                 sink: Callable[[dict], None], worker: int = 0,
+                 halted: Callable[[], bool] | None = None):
         self.trial_id = trial_id
         self.run_dir = Path(run_dir)
         self.deadline = deadline
         self.worker = worker
         self._sink = sink
+        self._halted = halted
         self.timed_out = False
+        self.stopped_epoch: int | None = None
 
     @classmethod
     def local(cls, run_dir: str | os.PathLike = ".", trial_id: int = 0, timeout: float | None = None):
@@ -57,6 +63,15 @@ class TrialContext:
 
     def mark_timeout(self) -> None:
         self.timed_out = True
+
+    def stop_requested(self) -> bool:
+        """True once the early stopper asked this training to end (checked at epoch ends)."""
+        return self.stopped_epoch is not None or (self._halted is not None and self._halted())
+
+    def mark_stopped(self, epoch: int) -> None:
+        """The training honoured the stop after ``epoch`` (0-based, as in its epoch_end events)."""
+        if self.stopped_epoch is None:
+            self.stopped_epoch = int(epoch)
 
     def check_deadline(self) -> None:
         """Cooperative time limit for pilots that loop: raises TrialTimeout past the deadline."""

@@ -8,7 +8,9 @@ A pilot passes ``callbacks_for(ctx)`` to ``model.fit``:
   one ``epoch_end`` per epoch with every value Keras logged (``loss``, ``val_loss``, metrics) as
   floats, and ``train_end`` (epochs run, final logs, whether the time limit stopped it). The events
   go through ``ctx.event``; rank 0 writes them as ``events`` rows before the trial's result reaches
-  the optimizer.
+  the optimizer. It also ends the training at an epoch end once the run's early stopper
+  (``STOPPER``, docs/stopping.md) asks for it (``ctx.stop_requested()``), so the trial is stored
+  ``stopped`` at that epoch.
 * ``TimeLimit(ctx)`` checks ``ctx.time_left()`` after every batch and every epoch; once it is <= 0
   it sets ``model.stop_training = True`` and calls ``ctx.mark_timeout()``, so the trial is stored
   with status ``timeout``.
@@ -85,6 +87,8 @@ class StoreCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._t_begin = time.time()
         self.epochs_done = 0
+        if getattr(self.ctx, "stopped_epoch", None) is not None:
+            self.model.stop_training = True  # a later fit of a stopped trial (a fold): no more
         info = {}
         try:
             info["n_params"] = int(self.model.count_params())
@@ -106,13 +110,19 @@ class StoreCallback(keras.callbacks.Callback):
         self.epochs_done += 1
         if self._t_epoch is not None:
             values["epoch_seconds"] = time.time() - self._t_epoch
-        self.ctx.event("epoch_end", epoch=self.epoch_offset + int(epoch), **values, **self.extra)
+        n = self.epoch_offset + int(epoch)
+        self.ctx.event("epoch_end", epoch=n, **values, **self.extra)
+        stop = getattr(self.ctx, "stop_requested", None)
+        if stop is not None and stop():   # the early stopper (STOPPER): end at this epoch
+            self.model.stop_training = True
+            self.ctx.mark_stopped(n)
 
     def on_train_end(self, logs=None):
         final = {str(k): _num(v) for k, v in (logs or {}).items()} or dict(self.last_logs)
         dur = time.time() - self._t_begin if self._t_begin else None
         self.ctx.event("train_end", epochs_run=self.epochs_done, seconds=dur,
                        timed_out=bool(getattr(self.ctx, "timed_out", False)),
+                       stopped_epoch=getattr(self.ctx, "stopped_epoch", None),
                        **{f"final_{k}": v for k, v in final.items()}, **self.extra)
 
 

@@ -9,6 +9,12 @@ looking at the time limit, as native code would; ``fail = True`` makes the trial
 lognormal with mean M and coefficient of variation ``duration_cv`` (default 1), seeded by
 ``duration_seed`` and the trial id, so a rerun in a fresh store draws the same durations
 (``duration()``; benchmarks/utilization.py and emews_py/farmsim.py use it).
+
+``epochs = E`` (> 0) simulates a training with a known learning curve: E epochs sharing the
+trial's time (``sleep`` plus the drawn duration), each reporting an ``epoch_end`` event with
+``val_loss = f(x) + curve / (epoch + 1)`` (f the chosen function), and the last epoch's
+``val_loss`` as the objective. It honours the early stopper (STOPPER) at each epoch end as the
+Keras callback does, so the farm's stopping is tested without Keras (tests/test_stoppers.py).
 """
 from __future__ import annotations
 
@@ -21,6 +27,11 @@ import time
 from emews_py.pilotkit.context import PilotError
 from emews_py.pilotkit.defaults import pilot_params
 from emews_py.pilotkit.params import to_bool, to_float, to_int
+
+# How `emews workflow` knows, without importing a pilot, that it reports epoch_end events (a
+# stopper needs them): the value it reports, and the parameter that must be > 0 for it to do so.
+EPOCH_METRIC = "val_loss"
+EPOCHS_PARAM = "epochs"
 
 MINIMA = {"branin": 0.397887357729739, "hartmann6": -3.32236801141551, "mixed": 0.0, "noop": 0.0}
 
@@ -66,7 +77,8 @@ def run(params: dict, ctx) -> float:
     if mean:
         sleep += duration(mean, to_float(p["duration_cv"], "duration_cv", 0.0),
                           to_int(p["duration_seed"], "duration_seed"), ctx.trial_id)
-    if sleep:
+    epochs = to_int(p["epochs"], "epochs", 0)
+    if sleep and not epochs:
         end = time.time() + sleep
         while time.time() < end:  # cooperative time limit, as a Keras callback would do
             ctx.check_deadline()
@@ -79,6 +91,28 @@ def run(params: dict, ctx) -> float:
         raise RuntimeError("bench pilot asked to fail (fail = True)")
     if to_bool(p["diverge"], "diverge"):
         return math.inf
+    if epochs:
+        return train(objective(p, f), epochs, sleep, to_float(p["curve"], "curve"), ctx)
+    return objective(p, f)
+
+
+def train(final: float, epochs: int, seconds: float, curve: float, ctx) -> float:
+    """A simulated training whose val_loss at epoch e is final + curve / (e + 1)."""
+    loss = math.inf
+    for e in range(epochs):
+        end = time.time() + seconds / epochs
+        while time.time() < end:
+            ctx.check_deadline()
+            time.sleep(min(0.05, max(0.0, end - time.time())))
+        loss = final + curve / (e + 1)
+        ctx.event("epoch_end", epoch=e, loss=loss, val_loss=loss)
+        if ctx.stop_requested():   # as the Keras callback does at an epoch end
+            ctx.mark_stopped(e)
+            break
+    return loss
+
+
+def objective(p: dict, f: str) -> float:
     if f == "noop":
         return 0.0
     if f == "branin":
