@@ -178,7 +178,11 @@ def main(argv=None) -> int:
     ap.add_argument("--driver-s", type=float, default=farmsim.DEFAULTS["driver_s"],
                     help="rank 0's seconds per trial and per result (benchmarks/dispatch.py)")
     ap.add_argument("--cost", help="a second proposal cost for the predictions, 'a,b,c,d'")
-    ap.add_argument("--n-cap", type=float, default=math.inf, help="with --cost: n capped here")
+    ap.add_argument("--n-cap", type=float, default=math.inf,
+                    help="with --cost or --cost-table: n capped here (a bounded training set)")
+    ap.add_argument("--cost-table", help="benchmarks/proposal_cost.py's output saved to a file: its "
+                    "(n, q, cpu_s) rows are fitted for a prediction with the optimizer on a core "
+                    "of its own")
     ap.add_argument("--scale", type=int, nargs="+", default=[1024, 4096, 16384])
     ap.add_argument("--mean", type=float, default=600.0)
     ap.add_argument("--cv", type=float, default=1.0)
@@ -213,12 +217,19 @@ def main(argv=None) -> int:
     print(f"all within 5 points and 10 %: {'yes' if ok_all else 'NO'}")
 
     costs = [("calibrated", cal["cost"])]
+    if a.cost_table:
+        rows = [l.split() for l in Path(a.cost_table).read_text().splitlines()]
+        samples = [(float(r[0]), float(r[1]), float(r[3])) for r in rows
+                   if len(r) >= 4 and r[0].isdigit() and r[1].isdigit()]
+        c = farmsim.fit_cost(samples, a.n_cap)
+        print(f"  proposal cost from {a.cost_table} (CPU time, {len(samples)} rows): {fmt_cost(c)}")
+        costs.append(("table", c))
     if a.cost:
         costs.append(("--cost", farmsim.Cost.parse(a.cost, a.n_cap)))
     print(f"\nprediction: trials lognormal mean {a.mean:g} s CV {a.cv:g}, {a.per_worker} per worker; "
           f"paper: {PAPER_MODELS_PER_H:,} models/h on 1,024 nodes")
-    print(f"{'cost':11} {'algo':7} {'W':>6} {'util':>6} {'trials/h':>9} {'ideal/h':>8} {'opt busy':>9} "
-          f"{'driver busy':>11}")
+    print(f"{'cost':11} {'algo':7} {'W':>6} {'util':>6} {'util_ss':>7} {'trials/h':>9} {'ss/h':>8} "
+          f"{'ideal/h':>8} {'opt busy':>9} {'driver busy':>11}")
     for label, cost in costs:
         for W in a.scale:
             for algo in ("batch", "random", "stream"):
@@ -228,9 +239,11 @@ def main(argv=None) -> int:
                 o = farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]),
                                      opt, dist)
                 ideal = farmsim.list_schedule([dist(i) for i in range(budget)], W)
-                print(f"{label:11} {algo:7} {W:6d} {o.utilization:6.1%} {o.trials_per_hour:9,.0f} "
-                      f"{ideal.trials_per_hour:8,.0f} {o.optimizer_busy / o.makespan:8.0%} "
+                print(f"{label:11} {algo:7} {W:6d} {o.utilization:6.1%} {o.utilization_ss:7.1%} "
+                      f"{o.trials_per_hour:9,.0f} {o.trials_per_hour_ss:8,.0f} {ideal.trials_per_hour:8,.0f} {o.optimizer_busy / o.makespan:8.0%} "
                       f"{o.driver_busy / o.makespan:10.2%}", flush=True)
+    print("util_ss, ss/h: while work remained (first start to the last start), without the drain "
+          "at the end; ideal/h: zero overheads, same durations.")
     print("opt busy / driver busy: share of the makespan the optimizer spent proposing and rank 0 "
           "spent on trials; near 100 % the optimizer is the bottleneck.")
     return 0
