@@ -50,7 +50,7 @@ suppressPackageStartupMessages({
 })
 # into the environment this file is sourced into (the global one under the runtime)
 for (.mbo_part in c("settings", "codec", "design", "state", "surrogate", "focus_search", "select",
-                    "propose", "warm", "loop"))
+                    "gp", "propose", "warm", "loop"))
   source(file.path(.mbo_dir, paste0(.mbo_part, ".R")), local = environment())
 rm(.mbo_dir, .mbo_part)
 

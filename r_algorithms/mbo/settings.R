@@ -45,7 +45,14 @@
 #                    chains; "lambda": the best of lambda_i's own focus search (mlrMBO).
 #   lambda           "exp" (default): each proposed point gets its own LCB lambda ~ Exp(1)
 #                    (rexp(q)); or a number for a fixed lambda.
-#   surrogate        "ranger" (default) or "randomForest" (se = sd over the trees).
+#   surrogate        "auto" (default): the Gaussian process of gp.R while fewer than gp.max.n
+#                    points are fitted and every searched parameter is numeric (as mlrMBO takes
+#                    kriging for numeric spaces), else the ranger forest; "gp" (numeric and
+#                    integer parameters, integers as continuous values, at any n); "ranger";
+#                    "randomForest" (se = sd over the trees).
+#   gp.max.n         surrogate = "auto": fitted points from which the forest replaces the GP
+#                    (default 200; the GP's fit costs O(n^3)).
+#   gp.restarts      maximum-likelihood restarts of the GP's hyperparameters (default 3).
 #   splitrule        ranger split rule: "extratrees" (default: random split points, a smoother
 #                    mean than "variance" splits; scikit-optimize's forest default) or "variance".
 #   replace          bootstrap (TRUE) or subsample 63.2% without replacement (FALSE, default).
@@ -98,7 +105,7 @@
 MBO_SETTINGS <- c(
   "param.set.file", "max.budget", "max.iterations", "design.size", "propose.points", "workers",
   "seed", "mode", "minimize", "y.trafo", "y.eps", "log.y", "impute.y", "impute.margin", "lambda",
-  "surrogate", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
+  "surrogate", "gp.max.n", "gp.restarts", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
   "fs.points", "fs.maxit", "fs.restarts", "fs.budget", "local.points", "local.top", "batch.dist",
   "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap",
   "select", "warm.start")
@@ -109,7 +116,7 @@ MBO_WORKFLOW_SETTINGS <- c("space", "impute", "keep.models")
 # Presets set defaults, never explicit settings. "mlrMBO" switches off the extras that mlrMBO
 # does not have, to compare with CANDLE/Supervisor's mlrMBO workflows (docs/mlrmbo.md).
 MBO_PRESETS <- list(
-  mlrMBO = list(local.points = 0L, y.trafo = "none", design.cap = FALSE, batch.dist = 0, select = "lambda"))
+  mlrMBO = list(surrogate = "ranger", local.points = 0L, y.trafo = "none", design.cap = FALSE, batch.dist = 0, select = "lambda"))
 
 # Refuse names that are not settings (a typo would otherwise run silently with the default), in
 # one paragraph that suggests the closest known name and lists all of them.
@@ -174,7 +181,9 @@ mbo_settings <- function(s) {
     impute.y = s$impute.y %||% "worst",
     impute.margin = as.numeric(s$impute.margin %||% 0.1),
     lambda = s$lambda %||% "exp",
-    surrogate = as.character(s$surrogate %||% "ranger"),
+    surrogate = as.character(s$surrogate %||% "auto"),
+    gp.max.n = s$gp.max.n %||% 200,
+    gp.restarts = s$gp.restarts %||% 3L,
     num.trees = as.integer(s$num.trees %||% 100L),
     min.node.size = if (is.null(s$min.node.size)) NULL else as.integer(s$min.node.size),
     local.points = as.integer(s$local.points %||% 1000L),
@@ -203,8 +212,19 @@ mbo_settings <- function(s) {
   ctl$max.budget <- as.integer(ctl$max.budget)
   if (!(ctl$y.trafo %in% c("auto", "none", "slog", "log", "rank")))
     fail("y.trafo = '", ctl$y.trafo, "' is not supported; use 'auto' (default), 'none', 'slog', 'log' or 'rank'.")
-  if (!(ctl$surrogate %in% c("ranger", "randomForest")))
-    fail("surrogate = '", ctl$surrogate, "' is not supported; use 'ranger' or 'randomForest'.")
+  if (!(ctl$surrogate %in% c("auto", "gp", "ranger", "randomForest")))
+    fail("surrogate = '", ctl$surrogate, "' is not supported; use 'auto' (default: a Gaussian process ",
+         "for numeric spaces while fewer than gp.max.n points are fitted, else the forest), 'gp', ",
+         "'ranger' or 'randomForest'.")
+  whole <- function(v, lo) length(v) == 1L && is.numeric(v) && is.finite(v) && v == round(v) && v >= lo
+  if (!whole(ctl$gp.max.n, 0))
+    fail("gp.max.n must be a whole number >= 0 (got ", paste(deparse(ctl$gp.max.n), collapse = " "),
+         "): the number of fitted points from which surrogate = 'auto' uses the forest instead of ",
+         "the Gaussian process, e.g. gp.max.n = 200 (the default); 0 never uses the GP.")
+  if (!whole(ctl$gp.restarts, 1))
+    fail("gp.restarts must be a whole number >= 1 (got ", paste(deparse(ctl$gp.restarts), collapse = " "),
+         "): the maximum-likelihood restarts of the Gaussian process, e.g. gp.restarts = 3 (the default).")
+  ctl$gp.max.n <- as.integer(ctl$gp.max.n); ctl$gp.restarts <- as.integer(ctl$gp.restarts)
   if (!(ctl$select %in% c("pool", "lambda")))
     fail("select = '", ctl$select, "' is not supported; use 'pool' (default) or 'lambda' (mlrMBO's choice).")
   if (!(ctl$pending %in% c("believer", "ignore")))

@@ -61,7 +61,9 @@ mbo_fit_forest <- function(S, Fx, y) {
     if (ctl$splitrule == "extratrees") ncol(Fx) else max(1L, floor(ncol(Fx) / 3))
   } else min(ncol(Fx), as.integer(ctl$mtry))
   mns <- if (is.null(ctl$min.node.size)) (if (nrow(Fx) < 50L) 1L else 3L) else ctl$min.node.size
-  if (ctl$surrogate == "ranger") {
+  # the forest's kind: randomForest when asked for, else ranger ("auto" and "gp" fall back to it)
+  kind <- if (ctl$surrogate == "randomForest") "randomForest" else "ranger"
+  if (kind == "ranger") {
     fit <- ranger::ranger(x = Fx, y = y, num.trees = ctl$num.trees, mtry = mtry,
                           min.node.size = mns, respect.unordered.factors = "order",
                           splitrule = ctl$splitrule, replace = ctl$replace,
@@ -71,8 +73,8 @@ mbo_fit_forest <- function(S, Fx, y) {
     fit <- randomForest::randomForest(x = Fx, y = y, ntree = ctl$num.trees, mtry = mtry,
                                       nodesize = mns)
   }
-  model <- list(kind = ctl$surrogate, fit = fit, threads = ctl$threads, se.method = ctl$se.method)
-  if (ctl$surrogate == "ranger" && ctl$se.method == "total") {
+  model <- list(kind = kind, fit = fit, threads = ctl$threads, se.method = ctl$se.method)
+  if (kind == "ranger" && ctl$se.method == "total") {
     # per tree and leaf: mean and mean square of the training targets that fall into the leaf
     TN <- predict(fit, Fx, type = "terminalNodes", num.threads = ctl$threads)$predictions
     TN <- matrix(TN, nrow = nrow(Fx))
@@ -98,13 +100,15 @@ mbo_fit <- function(S) {
     return(list(kind = "none"))
   Fx <- mbo_features(S, S$X[tg$rows, , drop = FALSE])
   y <- tg$y
-  model <- mbo_fit_forest(S, Fx, y)
+  # the GP (gp.R) for numeric spaces while data are few, else the forest
+  fit <- function(F, v) if (mbo_use_gp(S, nrow(F))) mbo_fit_gp(S, F, v) else mbo_fit_forest(S, F, v)
+  model <- fit(Fx, y)
   if (S$ctl$mode == "stream" && S$ctl$pending == "believer") {
     pend <- which(S$status == "pending")
     if (length(pend)) {
       Fp <- mbo_features(S, S$X[pend, , drop = FALSE])
       mu <- mbo_predict(model, Fp)$mean
-      model <- mbo_fit_forest(S, rbind(Fx, Fp), c(y, mu))
+      model <- fit(rbind(Fx, Fp), c(y, mu))
     }
   }
   model
@@ -113,6 +117,7 @@ mbo_fit <- function(S) {
 mbo_predict <- function(model, Fx, chunk = 10000L) {
   n <- nrow(Fx)
   if (model$kind == "none") return(list(mean = rep(0, n), se = rep(1, n)))
+  if (model$kind == "gp") return(gp_predict(model, mbo_gp_scale(Fx, model$lower, model$upper)))
   m <- s <- numeric(n)
   for (st in seq(1L, n, by = chunk)) {
     idx <- st:min(n, st + chunk - 1L)

@@ -70,7 +70,8 @@ test_that("preset = 'mlrMBO' runs to the budget with mlrMBO's design size and it
 test_that("without a preset the proposals are exactly the recorded ones (behaviour kept)", {
   # A fingerprint of the default algorithm: seed 3, Branin, batch q = 4, budget 16, the tests'
   # focus-search settings. If this changes, the quality figures of docs/mlrmbo.md need re-measuring.
-  h <- mbo(branin("batch", 16))
+  # (the forest's path: since the GP became the default for numeric spaces, surrogate = 'ranger')
+  h <- mbo(branin("batch", 16, ", surrogate = 'ranger'"))
   P <- params_df(h)
   # x1 of the 8 model-based points, as proposed by the single-file mlrMBO.R before the split
   expect_equal(round(P$x1[9:16], 6), c(-3.168349, -2.500901, -1.833492, -2.590535, -3.602241, -4.985767,

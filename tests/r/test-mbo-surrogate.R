@@ -37,7 +37,7 @@ test_that("the forest follows the data; its standard error grows away from it", 
   set.seed(1)
   ps <- makeParamSet(makeNumericParam("x", 0, 1))
   X <- data.frame(x = c(seq(0, 0.4, length.out = 30)))
-  S <- mbo_test_state(ps, list(y.trafo = "none"), X, (X$x - 0.2)^2)
+  S <- mbo_test_state(ps, list(y.trafo = "none", surrogate = "ranger"), X, (X$x - 0.2)^2)
   model <- mbo_fit(S)
   expect_equal(model$kind, "ranger")
   p <- mbo_predict(model, mbo_features(S, data.frame(x = c(0.2, 0.0, 0.9))))
