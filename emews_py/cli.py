@@ -534,7 +534,30 @@ def _dead_here(seg: dict) -> bool:
 BATCH_OPTIONS = ("nodes", "ppn", "walltime", "queue", "account", "dryrun")
 
 
+def gpus_of(value: str, where: str = "GPUS_PER_NODE") -> str:
+    """GPUS_PER_NODE checked: '' (not given) or a positive integer as text."""
+    v = (value or "").strip()
+    if v and (not v.isdigit() or int(v) == 0):
+        raise UsageError(f"{where}={value!r}: the number of GPUs on each node must be a positive "
+                         f"integer, e.g. GPUS_PER_NODE=4 (each worker rank then gets one, by its "
+                         f"rank on the node); leave it out on nodes without GPUs.")
+    return str(int(v)) if v else ""
+
+
+def use_gpus(gpus: str) -> None:
+    """GPUS_PER_NODE reaches the worker ranks through the environment mpiexec passes on
+    (farm/worker.py assign_gpu)."""
+    from emews_py.farm.worker import GPUS_ENV
+    if gpus:
+        os.environ[GPUS_ENV] = gpus
+
+
 def cmd_workflow(a: argparse.Namespace) -> int:
+    try:
+        gpus = gpus_of(getattr(a, "gpus_per_node", ""))
+    except UsageError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
+        return 2
     try:
         hosts = hosts_of(a)   # first: PROCS may come from it
     except UsageError as e:
@@ -554,6 +577,7 @@ def cmd_workflow(a: argparse.Namespace) -> int:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
     cmd = launcher(procs, hosts) + [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
+    use_gpus(gpus)
     return start_job(cfg, cmd)
 
 
@@ -575,6 +599,8 @@ def cmd_submit(a: argparse.Namespace) -> int:
         dry = dryrun_of(a.dryrun)
         site = sites.load_site(a.site)
         values = sites.job_values(site, a.nodes, a.ppn, a.walltime, a.queue, a.account)
+        values["gpus_per_node"] = (gpus_of(getattr(a, "gpus_per_node", "")) or
+                                   gpus_of(site.gpus_per_node, f"gpus_per_node in {site.file}"))
         if not a.procs and values["nodes"] and values["ppn"]:
             a.procs = str(int(values["nodes"]) * int(values["ppn"]))
         cfg, cfg_file, procs = prepare_resume(a) if a.resume else prepare(a)
@@ -585,7 +611,8 @@ def cmd_submit(a: argparse.Namespace) -> int:
                   job_name=cfg.exp if cfg.resume is None else f"{cfg.exp}-resume{cfg.resume}")
     farm = sites.launch_command(site, procs, default_mpiexec(), os.environ.get("EMEWS_LAUNCHER"))
     farm += [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
-    command = [sys.executable, "-m", "emews_py.cli", "launch", str(cfg_file), "--", *farm]
+    gpus = ["--gpus-per-node", values["gpus_per_node"]] if values["gpus_per_node"] else []
+    command = [sys.executable, "-m", "emews_py.cli", "launch", *gpus, str(cfg_file), "--", *farm]
     script = sites.write_script(site, cfg.run_path, values, command, Path.cwd())
     print(f"[emews] run directory: {cfg.run_dir}", flush=True)
     print(f"[emews] batch script for {site.name} ({site.file}): {script}", flush=True)
@@ -629,6 +656,11 @@ def cmd_launch(a: argparse.Namespace) -> int:
     cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
     if not cmd:
         sys.stderr.write("emews: error: launch needs the MPI command after --\n")
+        return 2
+    try:
+        use_gpus(gpus_of(a.gpus_per_node))
+    except UsageError as e:
+        sys.stderr.write(f"emews: error: {e}\n")
         return 2
     return start_job(cfg, cmd)
 
@@ -1118,6 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(docs/sites.md, more than one host)")
     w.add_argument("--gpus-per-node", default="", help="GPUs on each node: every worker rank "
                    "gets one by its rank on the node, as CUDA_VISIBLE_DEVICES (docs/sites.md)")
+    w.add_argument("--gpus-per-node", default="", help="GPUs on each node: every worker rank "
+                   "gets one by its rank on the node, as CUDA_VISIBLE_DEVICES (docs/sites.md)")
     b = w.add_argument_group("batch submission (docs/sites.md)")
     b.add_argument("--site", default="", help="submit a batch job: a site file "
                    "workflows/sites/NAME.toml (slurm, pbs, lsf, local) or a path to one")
@@ -1131,6 +1165,8 @@ def main(argv: list[str] | None = None) -> int:
     w.set_defaults(func=cmd_workflow)
     la = sub.add_parser("launch", help="run a prepared run directory's MPI job (what a batch "
                                        "script of --site runs)")
+    la.add_argument("--gpus-per-node", default="", help="one GPU per worker rank by its rank "
+                    "on the node (GPUS_PER_NODE)")
     la.add_argument("config", help="RUN_DIR/config.json")
     la.add_argument("command", nargs=argparse.REMAINDER, help="-- the MPI command")
     la.set_defaults(func=cmd_launch)

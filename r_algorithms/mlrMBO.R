@@ -16,11 +16,12 @@
 # y.trafo, y.eps, log.y, impute.y, impute.margin, lambda, surrogate, splitrule, replace,
 # se.method, num.trees, min.node.size, mtry, threads, fs.points, fs.maxit, fs.restarts,
 # fs.budget, local.points, local.top, batch.dist, interleave.random.points, dup.tol, pending,
-# min.fit, verbose, warm.start.
+# min.fit, verbose, warm.start, fit.max, fit.top, ahead.
 #
 # The parts, one idea per file, in r_algorithms/mbo/ (a subfolder, so the optimizer discovery
 # does not list them as algorithms): settings.R, codec.R (parameter encoding and sampling),
 # design.R, state.R, surrogate.R, focus_search.R, select.R (qLCB point selection, spacing),
+# scale.R (large n and q: bounded training set, duplicate index, stream look-ahead),
 # propose.R (one proposal round), warm.R (warm.start: points of an earlier experiment), loop.R
 # (batch and stream loops, final message).
 # It uses only OUT_put()/IN_get() through the helpers of eq/R/EQ.R and eq/R/space.R, which the
@@ -50,7 +51,7 @@ suppressPackageStartupMessages({
 })
 # into the environment this file is sourced into (the global one under the runtime)
 for (.mbo_part in c("settings", "codec", "design", "state", "surrogate", "focus_search", "select",
-                    "gp", "propose", "warm", "loop"))
+                    "gp", "scale", "propose", "warm", "loop"))
   source(file.path(.mbo_dir, paste0(.mbo_part, ".R")), local = environment())
 rm(.mbo_dir, .mbo_part)
 

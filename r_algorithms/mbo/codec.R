@@ -79,6 +79,7 @@ mbo_norm <- function(info, X) {
 
 # is normalized point v within tol (max metric) of any row of E?
 mbo_is_dup <- function(v, E, tol) {
+  if (inherits(E, "mbo_dup_index")) return(mbo_index_is_dup(v, E, tol))   # scale.R
   if (is.null(E) || nrow(E) == 0L) return(FALSE)
   m <- abs(E[, 1] - v[1])
   if (length(v) > 1L) for (j in 2:length(v)) {

@@ -41,10 +41,11 @@ mbo_loop_stream <- function(S, design, workers, min.fit) {
     npend <- sum(S$status == "pending")
     can <- mbo_n_new(S) < budget && iter < ctl$max.iterations
     if (npend == 0L && !can) break
-    free <- NA_integer_
+    free <- NA_integer_; nres <- 0L
     if (npend > 0L) {
       r <- eq_results(min = 1L)
       mbo_record(S, r$results)
+      nres <- length(r$results)
       free <- r$free
       if (!is.na(r$workers)) workers <- r$workers
     }
@@ -52,7 +53,8 @@ mbo_loop_stream <- function(S, design, workers, min.fit) {
     npend <- sum(S$status == "pending")
     if (is.na(free)) free <- if (is.na(workers)) 1L else max(0L, workers - npend)
     if (free <= 0L && npend == 0L) free <- 1L
-    q <- min(free, budget - mbo_n_new(S))
+    # plus the look-ahead (scale.R): trials queued for the workers that finish during the proposal
+    q <- min(mbo_stream_q(S, free, npend, workers, nres), budget - mbo_n_new(S))
     if (q <= 0L) next
     iter <- iter + 1L
     t0 <- proc.time()[["elapsed"]]

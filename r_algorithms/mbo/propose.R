@@ -12,7 +12,8 @@ mbo_propose <- function(S, q, timing = NULL) {
   t0 <- proc.time()[["elapsed"]]
   model <- mbo_fit(S)
   t1 <- proc.time()[["elapsed"]]
-  E <- S$N  # normalized coordinates of every submitted point (evaluated and pending)
+  # normalized coordinates of every submitted point (evaluated and pending), indexed when many
+  E <- mbo_dup_index(S$N)
   P0 <- S$N[S$status == "pending", , drop = FALSE]
   nrnd <- if (q > 1L) min(q - 1L, max(0L, ctl$interleave.random.points)) else 0L
   lambdas <- mbo_lambdas(ctl, q - nrnd)
@@ -29,7 +30,7 @@ mbo_propose <- function(S, q, timing = NULL) {
   if (!is.null(timing)) {
     t3 <- proc.time()[["elapsed"]]
     assign("last", list(fit = t1 - t0, predict = tpred, search = (t2 - t1) - tpred, select = t3 - t2,
-                        total = t3 - t0, nloc = cand$nloc, random = attr(X, "random")), envir = timing)
+                        total = t3 - t0, nloc = cand$nloc, fitted = S$last.fit.n, random = attr(X, "random")), envir = timing)
   }
   X
 }

@@ -42,7 +42,7 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
       warning("mlrMBO: no point distinct from the evaluated ones is left; repeating a point")
     }
     out[[i]] <- got$X
-    En <- rbind(En, got$N)
+    En <- mbo_dup_add(En, got$N)
     B <- rbind(B, got$N)
   }
   X <- do.call(rbind, out)

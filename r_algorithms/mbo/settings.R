@@ -99,6 +99,19 @@
 #                    needed; points outside this run's bounds are dropped. They are not re-run and
 #                    do not count against max.budget.
 #
+#   fit.max          most points the surrogate is fitted on (default 1000; Inf: all). Beyond it,
+#                    each fit takes the best fit.top share of fit.max points (by objective) and
+#                    a uniform random sample of the others (failed trials included), redrawn at
+#                    every fit (scale.R), so a proposal costs about the same after 20,000
+#                    evaluations as after fit.max.
+#   fit.top          share of fit.max kept for the best points (default 0.25).
+#   ahead            stream mode: trials kept queued in the driver beyond the idle workers, so
+#                    that a worker finishing during a proposal starts its next trial at once.
+#                    "auto" (default): the most results that arrived in one proposal round over
+#                    the last 5 rounds (about the results that arrive while one proposal is
+#                    computed), at most workers; a number fixes it; 0 proposes for idle workers
+#                    only (the behaviour before issue 9).
+#
 # Accepted and ignored: the names the workflow (emews_py/cli.py) or the farm may put into the
 # settings for other purposes (MBO_WORKFLOW_SETTINGS below).
 
@@ -108,7 +121,7 @@ MBO_SETTINGS <- c(
   "surrogate", "gp.max.n", "gp.restarts", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
   "fs.points", "fs.maxit", "fs.restarts", "fs.budget", "local.points", "local.top", "batch.dist",
   "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap",
-  "select", "warm.start")
+  "select", "warm.start", "fit.max", "fit.top", "ahead")
 
 # sent by the workflow for the farm or for Python optimizers, not for mlrMBO
 MBO_WORKFLOW_SETTINGS <- c("space", "impute", "keep.models")
@@ -204,6 +217,9 @@ mbo_settings <- function(s) {
     select = as.character(s$select %||% "pool"),
     min.fit = s$min.fit,
     warm.start = s$warm.start %||% NULL,
+    fit.max = s$fit.max %||% 1000,
+    fit.top = s$fit.top %||% 0.25,
+    ahead = s$ahead %||% "auto",
     verbose = as.logical(s$verbose %||% TRUE))
   if (!(ctl$mode %in% c("stream", "batch")))
     fail("mode = '", ctl$mode, "' is not supported; use mode = 'stream' (default) or mode = 'batch'.")
@@ -244,5 +260,18 @@ mbo_settings <- function(s) {
   }
   if (ctl$fs.points < 1 || ctl$fs.maxit < 1 || ctl$fs.restarts < 1)
     fail("fs.points, fs.maxit and fs.restarts must be at least 1.")
+  num1 <- function(v) length(v) == 1L && is.numeric(v) && !is.na(v)
+  if (!(num1(ctl$fit.max) && ctl$fit.max >= 10 && (is.infinite(ctl$fit.max) || ctl$fit.max == round(ctl$fit.max))))
+    fail("fit.max must be a whole number of at least 10, or Inf (got ", paste(deparse(ctl$fit.max), collapse = " "),
+         "): the most points the surrogate is fitted on, e.g. fit.max = 1000 (the default) or Inf to fit all.")
+  if (!(num1(ctl$fit.top) && ctl$fit.top >= 0 && ctl$fit.top <= 1))
+    fail("fit.top must be a number between 0 and 1 (got ", paste(deparse(ctl$fit.top), collapse = " "),
+         "): the share of fit.max kept for the best points, e.g. fit.top = 0.25 (the default).")
+  if (identical(ctl$ahead, "auto")) {
+  } else if (num1(ctl$ahead) && is.finite(ctl$ahead) && ctl$ahead >= 0 && ctl$ahead == round(ctl$ahead)) {
+    ctl$ahead <- as.integer(ctl$ahead)
+  } else fail("ahead must be 'auto' or a whole number >= 0 (got ", paste(deparse(ctl$ahead), collapse = " "),
+              "): the trials stream mode keeps queued beyond the idle workers, e.g. ahead = 'auto' (the ",
+              "default) or ahead = 0 to propose only for idle workers.")
   ctl
 }

@@ -98,6 +98,7 @@ mbo_fit <- function(S) {
   tg <- mbo_targets(S)
   if (length(S$act) == 0L || tg$n.ok < 2L || diff(range(tg$y)) == 0)
     return(list(kind = "none"))
+  tg <- mbo_fit_rows(S, tg)   # a bounded training set at large n (scale.R)
   Fx <- mbo_features(S, S$X[tg$rows, , drop = FALSE])
   y <- tg$y
   # the GP (gp.R) for numeric spaces while data are few, else the forest
