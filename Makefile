@@ -31,6 +31,8 @@ WALLTIME ?=
 QUEUE ?=
 ACCOUNT ?=
 DRYRUN ?=
+# GPUs on each node: each worker rank gets one by its rank on the node (docs/sites.md).
+GPUS_PER_NODE ?=
 
 .PHONY: setup apt venv test workflow status clean
 
@@ -80,12 +82,14 @@ workflow: export WALLTIME := $(WALLTIME)
 workflow: export QUEUE := $(QUEUE)
 workflow: export ACCOUNT := $(ACCOUNT)
 workflow: export DRYRUN := $(DRYRUN)
+workflow: export GPUS_PER_NODE := $(GPUS_PER_NODE)
 workflow: venv
 	@$(VENV)/bin/emews workflow --pilot "$$PILOT" --algo "$$ALGO" --procs "$$PROCS" \
 	  --budget "$$BUDGET" --space "$$SPACE" --db "$$DB" --exp "$$EXP" --mode "$$MODE" \
 	  --timeout "$$TIMEOUT" --opt-timeout "$$OPT_TIMEOUT" --settings "$$SETTINGS" --stopper "$$STOPPER" \
 	  --resume "$$RESUME" --hosts "$$HOSTS" --site "$$SITE" --nodes "$$NODES" --ppn "$$PPN" \
-	  --walltime "$$WALLTIME" --queue "$$QUEUE" --account "$$ACCOUNT" --dryrun "$$DRYRUN"
+	  --walltime "$$WALLTIME" --queue "$$QUEUE" --account "$$ACCOUNT" --dryrun "$$DRYRUN" \
+	  --gpus-per-node "$$GPUS_PER_NODE"
 
 # `make status` lists the experiments in the store; `make status ID=3` shows one.
 status: export DB := $(DB)

@@ -1150,8 +1150,6 @@ def main(argv: list[str] | None = None) -> int:
                    "(docs/sites.md, more than one host)")
     w.add_argument("--gpus-per-node", default="", help="GPUs on each node: every worker rank "
                    "gets one by its rank on the node, as CUDA_VISIBLE_DEVICES (docs/sites.md)")
-    w.add_argument("--gpus-per-node", default="", help="GPUs on each node: every worker rank "
-                   "gets one by its rank on the node, as CUDA_VISIBLE_DEVICES (docs/sites.md)")
     b = w.add_argument_group("batch submission (docs/sites.md)")
     b.add_argument("--site", default="", help="submit a batch job: a site file "
                    "workflows/sites/NAME.toml (slurm, pbs, lsf, local) or a path to one")

@@ -26,7 +26,7 @@ OUTPUT = "job.out"
 # are checked to be plain words (numbers, HH:MM:SS, names) before they are put in.
 PLACEHOLDERS = {"nodes", "ppn", "procs", "walltime", "walltime_hm", "queue", "account",
                 "job_name", "output", "workdir", "run_dir", "config", "command", "mpiexec",
-                "script", "job_id"}
+                "script", "job_id", "gpus_per_node"}
 REQUIRABLE = ("nodes", "ppn", "walltime", "queue", "account")
 PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]+)\}")   # ${VAR} is the shell's, left alone
 WORD = re.compile(r"[A-Za-z0-9_.@+\-]+")
@@ -50,6 +50,7 @@ class Site:
     background: bool = False
     follow: str = ""
     cancel: str = ""
+    gpus_per_node: str = ""   # the site's nodes' GPUs, when GPUS_PER_NODE is not given
 
 
 def site_files() -> list[Path]:
@@ -91,7 +92,7 @@ def load_site(name: str) -> Site:
                 requires=list(requires), submit=[str(w) for w in submit], script=d["script"],
                 launcher=d["launcher"], job_id=d.get("job_id"), stdin=bool(d.get("stdin")),
                 background=bool(background), follow=d.get("follow", ""),
-                cancel=d.get("cancel", ""))
+                cancel=d.get("cancel", ""), gpus_per_node=str(d.get("gpus_per_node", "")))
     for field in ("script", "launcher", "follow", "cancel"):
         for p in PLACEHOLDER.findall(getattr(site, field)):
             if p not in PLACEHOLDERS:

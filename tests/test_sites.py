@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -137,8 +138,11 @@ def test_sbatch_refusing_the_job_is_reported_with_its_own_error(tmp_path):
 def test_sbatch_missing_from_path(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    # only what the CLI itself needs: R for the space file, no batch system
-    env = {"PATH": f"{empty}:{Path(os.path.realpath('/usr/bin/R')).parent}"}
+    # only what the CLI itself needs: R for the space file, no batch system (slurm-wlm is
+    # installed here for test_slurm.py, in /usr/bin with R)
+    for exe in ("R", "Rscript"):
+        (empty / exe).symlink_to(shutil.which(exe))
+    env = {"PATH": str(empty)}
     p = submit(tmp_path, "--site", "slurm", "--nodes", "1", "--ppn", "2", "--walltime",
                "01:00:00", env=env)
     assert p.returncode == 2, output(p)

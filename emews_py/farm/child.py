@@ -139,6 +139,7 @@ def serve(conn: Connection, slot: mmap.mmap) -> int:
         return 1
     conn.send(("ready", time.perf_counter() - t0))
     out = Outbox(conn)
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")   # what the pilot sees (worker.assign_gpu)
     timeout, run_dir = cfg.timeout, cfg.run_dir
     while True:
         try:
@@ -156,7 +157,7 @@ def serve(conn: Connection, slot: mmap.mmap) -> int:
             finished = time.time()
             out.result(Result(tid, status, started, finished, rank, host, res["objective"],
                               res["metrics"] or None, error, res["model_path"],
-                              stopped_epoch=ctx.stopped_epoch).to_wire(),
+                              gpu=gpu, stopped_epoch=ctx.stopped_epoch).to_wire(),
                        finished - started)
         out.chunk_done()
 

@@ -47,6 +47,7 @@ BUSY_WAIT_S = 0.02    # while a trial runs, MPI is polled this often (the child'
                       # the worker at once): a busy rank costs no CPU, STOP is read within 20 ms
 MAX_DEATHS = 3        # a child dying this often in a row without running a trial is given up
 APP_EVENTS_S = 0.2    # with a STOPPER, an app-mode trial's new events are forwarded this often
+GPUS_ENV = "EMEWS_GPUS_PER_NODE"   # GPUS_PER_NODE, set by `emews workflow` / `emews launch`
 
 
 def log(msg: str) -> None:
@@ -68,6 +69,44 @@ def death_text(pid: int, rc: int | None) -> str:
                 "SIGBUS": " (a crash in native code)"}.get(name, "")
         return f"(pid {pid}) was killed by signal {name}{hint}"
     return f"(pid {pid}) exited with status {rc}"
+
+
+def assign_gpu(comm) -> str | None:
+    """GPUS_PER_NODE: this worker rank's GPU, by its rank among the workers on its node (the
+    driver, rank 0, takes none). Every worker rank calls it (collective over the workers only,
+    MPI_Comm_create_group, so the driver need not take part); it sets CUDA_VISIBLE_DEVICES in this
+    process before any child starts, so the resident interpreter and app-mode trials see it before
+    TensorFlow is imported. The node's devices are the first GPUS_PER_NODE of a
+    CUDA_VISIBLE_DEVICES the batch system set (so a job given GPUs 2,3 uses those), else
+    0..GPUS_PER_NODE-1. More workers than GPUs on a node share them round-robin, with TensorFlow's
+    memory growth on (TF_FORCE_GPU_ALLOW_GROWTH, unless set): small models train side by side,
+    where TensorFlow would otherwise take a whole GPU's memory for the first."""
+    try:
+        n = int(os.environ.get(GPUS_ENV) or 0)
+    except ValueError:
+        n = 0   # the CLI checked it; a hand-made environment gets no GPUs
+    if n <= 0:
+        return os.environ.get("CUDA_VISIBLE_DEVICES") or None
+    MPI = mpi()
+    group = comm.Get_group().Excl([DRIVER])
+    workers = comm.Create_group(group)
+    node = workers.Split_type(MPI.COMM_TYPE_SHARED, key=workers.Get_rank())
+    local, size = node.Get_rank(), node.Get_size()
+    node.Free()
+    workers.Free()
+    group.Free()
+    seen = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = seen[:n] if seen else [str(i) for i in range(n)]
+    gpu = devices[local % len(devices)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if size > len(devices):
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        if local == 0:
+            log(f"GPUS_PER_NODE={n}: {size} workers on {socket.gethostname()} share "
+                f"{len(devices)} GPU{'s' if len(devices) > 1 else ''} ({', '.join(devices)}), "
+                f"up to {-(-size // len(devices))} per GPU, TensorFlow memory growth "
+                f"{os.environ['TF_FORCE_GPU_ALLOW_GROWTH']}")
+    return gpu
 
 
 class Chunk:
@@ -168,6 +207,7 @@ class Worker:
         self.comm, self.cfg = comm, cfg
         self.rank = comm.Get_rank()
         self.host = socket.gethostname()
+        self.gpu = assign_gpu(comm)             # first: before any child process starts
         self.run_dir = cfg.run_path
         self.timeout = cfg.timeout
         self.stuck_s = trial_stuck_after(cfg.timeout)
@@ -336,7 +376,7 @@ class Worker:
 
     def verdict(self, tid: int, status: TrialStatus, started: float, error: str) -> tuple:
         return Result(tid, status, started, time.time(), self.rank, self.host,
-                      error=error).to_wire()
+                      error=error, gpu=self.gpu).to_wire()
 
     def send_hello(self, extra: dict) -> None:
         self.comm.send({"host": self.host, "pid": os.getpid(), "node": node_id(),
@@ -498,7 +538,7 @@ class Worker:
                                 f"trial process {how} and no result; output:\n{tail}")
         return Result(a.tid, st, a.started, time.time(), self.rank, self.host, res.get("objective"),
                       res.get("metrics") or None, res.get("error"), res.get("model_path"),
-                      stopped_epoch=res.get("stopped_epoch")).to_wire()
+                      gpu=self.gpu, stopped_epoch=res.get("stopped_epoch")).to_wire()
 
     def _forward_app_events(self, a: AppTrial, final: bool) -> None:
         """The events the trial process appended since the last call (whole lines only while it
