@@ -259,3 +259,51 @@ def test_pilot_without_epoch_events_is_refused(tmp_path):
     for name in ("drug", "treat", "ras"):
         assert cli.pilot_epoch_metric(cli.find_pilot(name)) == ("val_loss", None)
     assert cli.pilot_epoch_metric(cli.find_pilot("bench")) == ("val_loss", "epochs")
+
+
+# ---- what the optimizer receives, and the Keras callback ---------------------------------------
+def test_optimizers_receive_a_stopped_trials_objective_with_its_status():
+    from emews_py.farm.protocol import Protocol, plain_value
+    from emews_py.trials import Trial, TrialStatus
+    t = Trial(7, {"x1": 1.0}, 0.0, TrialStatus.STOPPED, objective=1.25, metrics={"val_loss": 1.25})
+    r = Protocol.result(t)
+    assert (r["status"], r["objective"]) == ("stopped", 1.25)
+    assert plain_value(t, math.nan) == 1.25
+    failed = Trial(8, {}, 0.0, TrialStatus.FAILED)
+    assert Protocol.result(failed)["objective"] is None and math.isnan(plain_value(failed, math.nan))
+
+
+def test_keras_callback_ends_training_at_the_epoch_end_after_a_stop_request():
+    """The pilot kit's callbacks (what drug, treat and ras train with): a stop requested during
+    epoch 1 ends the training at the end of epoch 1, which is recorded as the stopped epoch."""
+    pytest.importorskip("keras")
+    import numpy as np
+
+    from emews_py.pilot import TrialContext, run_trial
+    from emews_py.pilotkit.keras import callbacks_for, keras
+    from emews_py.trials import TrialStatus
+
+    class Pilot:
+        @staticmethod
+        def run(params, ctx):
+            x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+            model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])
+            model.compile(optimizer="sgd", loss="mse")
+            h = model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=8, verbose=0,
+                          batch_size=32, callbacks=callbacks_for(ctx))
+            return {"objective": h.history["val_loss"][-1], "metrics": {"epochs": len(h.history["loss"])}}
+
+    events = []
+
+    def sink(ev):   # the driver's decision arrives while epoch 1 runs (after epoch 0's event)
+        events.append(ev)
+
+    ctx = TrialContext(1, ".", None, sink,
+                       halted=lambda: sum(e["kind"] == "epoch_end" for e in events) >= 2)
+    status, res, error = run_trial(Pilot, {}, ctx, None)
+    assert status is TrialStatus.STOPPED and error is None
+    assert ctx.stopped_epoch == 1 and res["metrics"]["epochs"] == 2
+    ends = [e for e in events if e["kind"] == "epoch_end"]
+    assert [e["epoch"] for e in ends] == [0, 1]
+    assert math.isclose(res["objective"], ends[-1]["metrics"]["val_loss"], rel_tol=1e-5)
+    assert [e for e in events if e["kind"] == "train_end"][0]["metrics"]["stopped_epoch"] == 1
