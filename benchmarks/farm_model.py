@@ -10,8 +10,8 @@ scale.
      message (the next results request, batch or plain batch), with n = results delivered so
      far and q = points it proposed in between; fitted as a + b q + c n + d n q (mlrMBO's
      model-based rounds; random.R's rounds and mlrMBO's random ones before min.fit apart);
-   - gap_s: median time from a worker's trial end to its next trial's start, when that trial was
-     already queued (submitted before the end);
+   - gap_s: median time from a trial being ready to run (submitted, and its worker's previous
+     trial ended) to its start;
    - result_s: median time from the last trial of an answer ending to the answer being recorded.
    The driver's per-trial cost is benchmarks/dispatch.py's (the --driver-s default).
 2. Validation: each real run is simulated with its own trial durations (in trial-id order, i.e.
@@ -98,11 +98,14 @@ GAP_SQL = """SELECT worker, (julianday(started_at) - 2440587.5) * 86400 AS s,
 
 
 def gaps(c, exp: int) -> list[float]:
+    """Per trial: its start minus the time both it and its worker were ready (submitted, and the
+    worker's previous trial ended): the farm's hand-out latency."""
     rows = [dict(r._mapping) for r in c.execute(text(GAP_SQL), {"e": exp})]
-    out = []
-    for a, b in zip(rows, rows[1:]):
-        if a["worker"] == b["worker"] and b["q"] <= a["f"]:
-            out.append(max(0.0, b["s"] - a["f"]))
+    out, prev = [], {}
+    for r in rows:
+        ready = max(r["q"], prev.get(r["worker"], r["q"]))
+        out.append(max(0.0, r["s"] - ready))
+        prev[r["worker"]] = r["f"]
     return out
 
 
