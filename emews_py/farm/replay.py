@@ -29,7 +29,8 @@ from sqlalchemy.engine import Engine
 from emews_py.store.schema import eq_messages, trials
 from emews_py.trials import Trial, TrialStatus, objective_or_none
 
-FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.TIMEOUT)
+# STOPPED: an early stopper ended it (STOPPER); a resume does not train it again
+FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.TIMEOUT, TrialStatus.STOPPED)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def load_trials(engine: Engine, exp_id: int) -> list[Trial]:
     for r in rows:
         t = Trial(r["id"], r["params"], _epoch(r["submitted_at"]), TrialStatus(r["status"]),
                   r["worker"], r["host"], _epoch(r["started_at"]), _epoch(r["finished_at"]),
-                  objective_or_none(r["objective"]), r["metrics"], r["error"], r["attempts"] or 0)
+                  objective_or_none(r["objective"]), r["metrics"], r["error"], r["attempts"] or 0,
+                  stopped_epoch=r.get("stopped_epoch"))
         out.append(t)
     return out
 
