@@ -307,3 +307,51 @@ def test_keras_callback_ends_training_at_the_epoch_end_after_a_stop_request():
     assert [e["epoch"] for e in ends] == [0, 1]
     assert math.isclose(res["objective"], ends[-1]["metrics"]["val_loss"], rel_tol=1e-5)
     assert [e for e in events if e["kind"] == "train_end"][0]["metrics"]["stopped_epoch"] == 1
+
+
+def test_a_stopped_trial_is_not_trained_again_after_a_resume(tmp_path):
+    """SIGTERM once a trial was stopped; the resume replays the transcript and reruns only the
+    trials that had not finished: the stopped one stays stopped, started once."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import EMEWS, ROOT
+    extra = {"epochs": 6, "sleep": 3.6}
+    env = algorithm(tmp_path, "fixed.py", FIXED.format(good={**GOOD, **extra},
+                                                        bad={**BAD, **extra}))
+    space = json_space(tmp_path / "s.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
+        {"id": "epochs", "type": "discrete", "values": [6]},
+        {"id": "sleep", "type": "discrete", "values": [3.6]}])
+    args = ["--algo", "fixed", "--procs", "3", "--space", str(space), "--stopper", "asha:eta=2"]
+    proc = subprocess.Popen([EMEWS, "workflow", "--runs", str(tmp_path), *args], cwd=ROOT,
+                            env={**os.environ, **env}, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.time()
+    while True:
+        try:
+            if query(tmp_path, "SELECT COUNT(*) AS n FROM trials WHERE status = 'stopped'")[0]["n"]:
+                break
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < 120
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert "Resume with" in out, out
+    before = {r["id"]: r for r in query(tmp_path, "SELECT id, status, stopped_epoch FROM trials")}
+    stopped = [i for i, r in before.items() if r["status"] == "stopped"]
+    assert stopped
+    p = run_workflow(tmp_path, "--resume", "1", env=env, timeout=120)
+    assert p.returncode == 0, output(p)
+    rows = {r["id"]: r for r in query(tmp_path, "SELECT id, status, attempts, stopped_epoch "
+                                                "FROM trials")}
+    for i in stopped:
+        assert rows[i]["status"] == "stopped" and rows[i]["attempts"] == 1
+        assert rows[i]["stopped_epoch"] == before[i]["stopped_epoch"]
+    assert {r["status"] for r in rows.values()} <= {"completed", "stopped"}, rows
+    assert query(tmp_path, "SELECT status FROM experiments") == [{"status": "completed"}]
