@@ -105,11 +105,17 @@ def test_asha_min_peers_and_mode_max():
     assert "0.5" in s.reasons[2]
 
 
-def test_asha_nan_counts_as_worst_and_a_rerun_starts_afresh():
-    s = stoppers.make(parse("asha:eta=2"))
-    assert not s.observe(1, 0, 1.0)
-    assert s.observe(2, 0, None)            # a NaN loss (diverged) is worse than any number
-    assert not s.observe(2, 1, 0.1)         # stopped once: never again
+def test_nan_stops_at_once_and_a_rerun_starts_afresh():
+    for rule in ("asha:eta=2,min_peers=5", "median:grace=4"):
+        s = stoppers.make(parse(rule))
+        assert s.observe(1, 0, None)        # a NaN loss (diverged): no peers, no grace needed
+        assert "diverged" in s.reasons[1]
+        assert not s.observe(1, 1, 0.1)     # stopped once: never again
+        assert s.observe(2, 3, float("nan"))
+    # for its peers a NaN counts as worse than any number
+    s = stoppers.make(parse("median:min_peers=1"))
+    s.observe(1, 0, None)
+    assert not s.observe(2, 0, 1e9)
     s2 = stoppers.make(parse("median:min_peers=1"))
     assert not s2.observe(1, 0, 1.0) and not s2.observe(1, 1, 0.5)
     assert not s2.observe(1, 0, 1.0)        # trial 1 again from epoch 0 (run again): fresh curve

@@ -7,8 +7,10 @@ every rule is unit-tested on hand-made curves (tests/test_stoppers.py). docs/sto
 each rule decides, with its settings.
 
 Lower values are better (``mode = min``, a validation loss); ``mode = max`` negates them. ``None``
-(a NaN loss: the training diverged) counts as worse than every number. ``epoch`` is 0-based as in
-the events; "n epochs" below counts from 1 (``n = epoch + 1``).
+or NaN (the training diverged: its weights are NaN and stay so) stops the trial at once, with
+either rule and before any grace (as Keras' TerminateOnNaN); it counts as worse than every number
+for its peers. ``epoch`` is 0-based as in the events; "n epochs" below counts from 1
+(``n = epoch + 1``).
 
 * ``asha``: asynchronous successive halving (Li et al., ASHA; as Ray Tune's ASHAScheduler in its
   stopping form). Rungs at ``max(1, grace) * eta**k`` epochs. A trial reaching a rung records its
@@ -173,7 +175,8 @@ class Stopper:
 
     def observe(self, trial: int, epoch: int, value) -> bool:
         v = math.inf if value is None else self.sign * float(value)
-        if math.isnan(v):
+        diverged = math.isnan(v) or value is None
+        if diverged:
             v = math.inf
         c = self.curves.get(trial)
         if c is None or epoch < len(c.values):  # new, or run again from the start (a resume)
@@ -184,7 +187,8 @@ class Stopper:
         n = len(c.values)
         if c.stopped:
             return False
-        why = self.decide(trial, c, n)
+        why = (f"{self.spec['rule']}: its {self.metric} was NaN after {n} epoch(s): the training "
+               f"diverged") if diverged else self.decide(trial, c, n)
         if why is None:
             return False
         c.stopped = True
