@@ -20,6 +20,8 @@ from pathlib import Path
 
 PACKAGES = "slurm-wlm munge"   # deps/apt.txt; `make setup` installs them
 CPUS = 4                       # declared (config_overrides): more ranks than this 2-core machine
+GPUS = 2                       # generic resources gpu:2 on placeholder files: jobs may ask for
+                               # GPUs (sbatch --gpus-per-node), Slurm schedules them, none exist
 
 
 def free_port() -> int:
@@ -91,8 +93,12 @@ class SlurmCluster:
 
     def _config(self) -> None:
         d = self.dir
+        for i in range(GPUS):
+            (d / f"gpu{i}").write_text("")
+        (d / "gres.conf").write_text(f"NodeName={self.host} Name=gpu File={d}/gpu[0-{GPUS - 1}]\n")
         self.conf.write_text(f"""\
 ClusterName=emewstest
+GresTypes=gpu
 SlurmctldHost={self.host}
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
@@ -118,7 +124,7 @@ MpiDefault=none
 ReturnToService=2
 # SIGTERM at the time limit or scancel, SIGKILL this many seconds later (default 30)
 KillWait=15
-NodeName={self.host} CPUs={CPUS} RealMemory=4000 State=UNKNOWN
+NodeName={self.host} CPUs={CPUS} RealMemory=4000 Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
 
