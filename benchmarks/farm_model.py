@@ -162,10 +162,10 @@ def calibrate(engine, a) -> tuple[dict, dict]:
     return per, cal
 
 
-def simulate_run(r: dict, cal: dict) -> farmsim.Outcome:
+def simulate_run(r: dict, cal: dict, ahead) -> farmsim.Outcome:
     W, d = r["workers"], r["durations"]
     opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"], cal["cost"],
-                                cal["random_cost"])
+                                cal["random_cost"], ahead)
     return farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]), opt, d)
 
 
@@ -186,6 +186,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cost-table", help="benchmarks/proposal_cost.py's output saved to a file: its "
                     "(n, q, cpu_s) rows are fitted for a prediction with the optimizer on a core "
                     "of its own")
+    ap.add_argument("--ahead", type=farmsim.parse_ahead, default="auto",
+                    help="mlrMBO stream's look-ahead in the runs and predictions: auto (its default "
+                         "since 2026-11-29) or 0 (before)")
     ap.add_argument("--scale", type=int, nargs="+", default=[1024, 4096, 16384])
     ap.add_argument("--mean", type=float, default=600.0)
     ap.add_argument("--cv", type=float, default=1.0)
@@ -210,7 +213,7 @@ def main(argv=None) -> int:
     print(f"{'run':18} {'util real':>9} {'sim':>6} {'diff':>6} {'makespan real':>13} {'sim':>8} {'diff':>7}  ok")
     ok_all = True
     for r in per.values():
-        o = simulate_run(r, cal)
+        o = simulate_run(r, cal, a.ahead)
         du = (o.utilization - r["real"]["util"]) * 100
         dm = o.makespan / r["real"]["makespan"] - 1
         ok = abs(du) <= 5 and abs(dm) <= 0.10
@@ -238,7 +241,7 @@ def main(argv=None) -> int:
             for algo in ("batch", "random", "stream"):
                 dist = farmsim.lognormal(a.mean, a.cv, 0)
                 budget = a.per_worker * W
-                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, cost, cal["random_cost"])
+                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, cost, cal["random_cost"], a.ahead)
                 o = farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]),
                                      opt, dist)
                 ideal = farmsim.list_schedule([dist(i) for i in range(budget)], W)

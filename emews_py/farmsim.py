@@ -9,7 +9,8 @@ What is modelled, after the real code:
   (``stream``: submit the initial design, then each time results arrive propose as many points
   as the driver reports free workers; ``batch``: propose ``q`` points, wait for all, refit) or of
   r_algorithms/random.R (``random``: plain batches of ``q``, each waiting for its slowest trial);
-  ``ahead`` > 0 lets stream keep that many points queued beyond the free workers;
+  stream's look-ahead (``ahead``, r_algorithms/mbo/scale.R) keeps trials queued beyond the idle
+  workers, so that a worker finishing during a proposal starts its next trial at once;
 - the proposal cost ``cost(n, q) = a + b q + c min(n, n_cap) + d min(n, n_cap) q`` seconds (n
   results seen, q points asked; ``n_cap`` for a bounded training set), fitted with ``fit_cost``
   to measured (n, q, seconds) from benchmarks/proposal_cost.py or a run's EQ transcript;
@@ -130,10 +131,13 @@ class Results:      # eq_results(min): answer with every result not yet delivere
 
 
 def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: Cost,
-               ahead: int = 0, workers: int | None = None) -> Iterator:
-    """mbo_loop_stream: the design at once, then each answer -> propose `free` points (with
-    ``ahead`` > 0: enough to keep workers + ahead trials pending)."""
+               ahead: int | str = 0, workers: int | None = None) -> Iterator:
+    """mbo_loop_stream: the design at once, then at each answer propose for the free workers plus
+    the look-ahead of r_algorithms/mbo/scale.R's mbo_stream_q: ``ahead`` trials kept queued beyond
+    the idle workers ("auto": the most results that arrived in one round over the last 5, at most
+    W; 0: idle workers only, mlrMBO before issue 9)."""
     n_sub = n_obs = 0
+    history: deque[int] = deque(maxlen=5)
     if design:
         yield Submit(design)
         n_sub = design
@@ -142,7 +146,7 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
         can = n_sub < budget
         if npend == 0 and not can:
             return
-        free = None
+        free, got = None, 0
         if npend > 0:
             got, free = yield Results(1)
             n_obs += got
@@ -150,11 +154,14 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
             continue
         npend = n_sub - n_obs
         if free is None:
-            free = max(0, (workers or 1) - npend)
+            free = max(0, workers - npend) if workers else 1
         if free <= 0 and npend == 0:
             free = 1
-        if ahead and workers:
-            free = max(free, workers + ahead - npend)
+        history.append(got)
+        if workers and ahead != 0:
+            a = min(workers, max(history) if ahead == "auto" else ahead)
+            queued = max(0, npend - (workers - free))
+            free += max(0, a - queued)
         q = min(free, budget - n_sub)
         if q <= 0:
             continue
@@ -367,7 +374,8 @@ def add_parser(sub) -> None:
     s.add_argument("--design", type=int, default=8, help="mlrMBO's initial design size (8)")
     s.add_argument("--min-fit", type=int, help="stream: results before the first model-based "
                    "proposal (default design / 2)")
-    s.add_argument("--ahead", type=int, default=0, help="stream: points kept pending beyond W")
+    s.add_argument("--ahead", default="auto", help="stream: trials kept queued beyond the idle "
+                   "workers, 'auto' (mlrMBO's default) or a number; 0: idle workers only")
     s.add_argument("--cost", default=DEFAULTS["cost"], help="mlrMBO's proposal cost 'a,b,c,d': "
                    "a + b q + c n + d n q seconds")
     s.add_argument("--random-cost", default=DEFAULTS["random_cost"],
@@ -385,7 +393,7 @@ def add_parser(sub) -> None:
 
 
 def optimizer_for(algo: str, workers: int, budget: int, q: int, design: int, min_fit: int,
-                  cost: Cost, random_cost: Cost, ahead: int = 0) -> Iterator:
+                  cost: Cost, random_cost: Cost, ahead: int | str = "auto") -> Iterator:
     if algo == "stream":
         return mbo_stream(budget, min(design, budget), min_fit, cost, random_cost, ahead, workers)
     if algo == "batch":
@@ -404,8 +412,9 @@ def _checked(a) -> dict:
     W = positive("workers", a.workers)
     budget = positive("budget", a.budget if a.budget is not None else 10 * W)
     q = positive("q", a.q if a.q is not None else W)
-    if a.design < 0 or a.ahead < 0 or (a.min_fit is not None and a.min_fit < 0):
-        raise FarmSimError("--design, --ahead and --min-fit must be >= 0")
+    if a.design < 0 or (a.min_fit is not None and a.min_fit < 0):
+        raise FarmSimError("--design and --min-fit must be >= 0")
+    ahead = parse_ahead(a.ahead)
     for name in ("driver_s", "gap_s", "result_s"):
         v = getattr(a, name)
         if not (math.isfinite(v) and v >= 0):
@@ -414,7 +423,20 @@ def _checked(a) -> dict:
         raise FarmSimError(f"--n-cap = {a.n_cap} must be > 0")
     return dict(W=W, budget=budget, q=q, min_fit=a.min_fit if a.min_fit is not None
                 else max(2, math.ceil(a.design / 2)),
-                cost=Cost.parse(a.cost, a.n_cap), random_cost=Cost.parse(a.random_cost))
+                cost=Cost.parse(a.cost, a.n_cap), random_cost=Cost.parse(a.random_cost), ahead=ahead)
+
+
+def parse_ahead(v) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+        if n < 0 or str(n) != str(v).strip():
+            raise ValueError
+    except ValueError:
+        raise FarmSimError(f"--ahead {v!r}: give 'auto' (mlrMBO's default) or a whole number >= 0 "
+                           f"of trials to keep queued beyond the idle workers") from None
+    return n
 
 
 def cmd_simulate_farm(a) -> int:
@@ -422,7 +444,7 @@ def cmd_simulate_farm(a) -> int:
         c = _checked(a)
         durations = lognormal(a.mean, a.cv, a.seed)
         opt = optimizer_for(a.algo, c["W"], c["budget"], c["q"], a.design, c["min_fit"],
-                            c["cost"], c["random_cost"], a.ahead)
+                            c["cost"], c["random_cost"], c["ahead"])
         o = simulate(Farm(c["W"], a.driver_s, a.gap_s, a.result_s), opt, durations)
     except FarmSimError as e:
         sys.stderr.write(f"emews simulate-farm: error: {e}. See `emews simulate-farm --help`.\n")

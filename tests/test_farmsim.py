@@ -37,6 +37,19 @@ def test_stream_with_free_optimizer_keeps_every_worker_busy():
     assert o.utilization == pytest.approx(1.0) and o.makespan == pytest.approx(20.0)
 
 
+def test_stream_look_ahead_hides_the_proposal_time():
+    # 1 s per proposal round, 10 s trials: without look-ahead each freed worker waits for a round
+    cost, d = fs.Cost(a=1.0), fs.lognormal(10, 0.5, seed=1)
+
+    def run(ahead):
+        return fs.simulate(fs.Farm(16), fs.mbo_stream(480, 8, 4, cost, cost, ahead, 16), d)
+    ideal = fs.list_schedule([d(i) for i in range(480)], 16)
+    none, auto, fixed = run(0), run("auto"), run(4)
+    assert none.utilization_ss < auto.utilization_ss and none.utilization_ss < fixed.utilization_ss
+    assert auto.utilization_ss > 0.95 * ideal.utilization_ss > none.utilization_ss
+    assert none.trials == auto.trials == 480
+
+
 def test_batch_makespan_is_the_sum_of_each_batch_max():
     d = [1, 2, 3, 4, 5, 1, 1, 1, 2, 2]
     o = fs.simulate(fs.Farm(4), fs.mbo_batch(10, 0, 4, fs.Cost()), d)
@@ -125,6 +138,7 @@ def test_cli_closed_form():
     (["--workers", "4", "--mean", "0"], "mean trial duration must be a positive"),
     (["--workers", "4", "--cv", "-1"], "coefficient of variation must be >= 0"),
     (["--workers", "4", "--gap-s", "-0.1"], "--gap-s = -0.1"),
+    (["--workers", "4", "--ahead", "some"], "--ahead 'some': give 'auto'"),
 ])
 def test_cli_bad_input(args, says):
     p = cli(*args)
