@@ -222,7 +222,8 @@ def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
     from emews_py.config import ConfigError
     from emews_py.store import make_engine
     from emews_py.store.engine import shown_url
-    from emews_py.store.queries import STALE_AFTER_S, experiment_status
+    from emews_py.store.queries import experiment_status
+    stale_after = stale_after_of()
     rid = positive("RESUME", a.resume, True, "the id of the experiment to continue", "3")
     runs_root, db = open_store(a)
     eng = make_engine(db)
@@ -265,7 +266,7 @@ def prepare_resume(a: argparse.Namespace) -> tuple[RunConfig, Path, int]:
                          f"{seg.get('run_dir') or x['run_dir']}). A resume continues a job that is "
                          f"gone: stop this one first (Ctrl-C, scancel, or kill -TERM of its "
                          f"mpiexec), or, if it died, wait: `emews status` shows it stale "
-                         f"{STALE_AFTER_S:.0f} s after its last heartbeat.")
+                         f"{stale_after:.0f} s after its last heartbeat.")
     try:
         stored = RunConfig.from_dict(config)
     except (ConfigError, TypeError) as e:
@@ -409,6 +410,15 @@ def store_wait_of() -> float:
     v = os.environ.get("EMEWS_STORE_WAIT", "")
     return positive("EMEWS_STORE_WAIT", v, False, "how long, in seconds, the run waits for a "
                     "store that went away before it stops", "600") if v else RunConfig.store_wait
+
+
+def stale_after_of() -> float:
+    """$EMEWS_STALE_AFTER_S (store.queries.stale_after_s), a bad value as a UsageError."""
+    from emews_py.store.queries import stale_after_s
+    try:
+        return stale_after_s()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def default_db(a: argparse.Namespace | None = None) -> str:
@@ -953,6 +963,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     url, default = default_db(a), default_db()
     where = shown_url(url)
     try:
+        stale_after_of()
         eng = sql_engine(url, write=False)
         with eng.connect() as c:
             version = current_version(c)
@@ -1088,6 +1099,7 @@ def cmd_report(a: argparse.Namespace) -> int:
             raise UsageError(f"cannot write the report to {out}: the directory {out.parent} is "
                              f"not writable; give another path with -o")
         from emews_py.report import ReportError, render
+        stale_after_of()
         eng = sql_engine(url, write=False)
         with eng.connect() as c:
             version = current_version(c)

@@ -20,9 +20,11 @@ from emews_py.store.queries import STALE_AFTER_S
 from helpers import EMEWS, ROOT, json_space, output, query, run_workflow
 
 
-def status(runs: Path | None, *args: str, db: str | None = None) -> subprocess.CompletedProcess:
+def status(runs: Path | None, *args: str, db: str | None = None,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([EMEWS, "status", *args, "--db", db or f"sqlite:///{runs / 'emews.db'}"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})))
 
 
 def rows_of(listing: str) -> dict[str, dict[str, str]]:
@@ -118,6 +120,11 @@ def test_status_of_a_completed_run_lists_counts_budget_and_best(tmp_path):
     assert float(row["BEST"]) == pytest.approx(best["objective"], rel=1e-5)
     assert re.fullmatch(r"\d+s", row["ELAPSED"]), row
     assert "RESUME" not in s.stdout          # nothing to resume
+    for bad in ("soon", "3"):   # not a number; not above the 5 s heartbeat period
+        b = status(tmp_path, env={"EMEWS_STALE_AFTER_S": bad})
+        err = b.stderr.strip()
+        assert b.returncode == 2 and "\n" not in err and f"EMEWS_STALE_AFTER_S='{bad}'" in err, err
+        assert "heartbeat period (5 s)" in err and b.stdout == ""
 
     d = status(tmp_path, "1")
     assert d.returncode == 0, d.stderr
@@ -213,10 +220,17 @@ def test_elapsed_sums_the_segments_and_a_stale_one_stops_at_its_last_heartbeat(u
 
 # ---- jobs that die ------------------------------------------------------------------------------
 
+# A staleness threshold above the driver's 5 s heartbeat but well below the default STALE_AFTER_S,
+# so that the test waits 9 s for a killed job to turn stale instead of 31 s.
+STALE_S = 8.0
+STALE_ENV = {"EMEWS_STALE_AFTER_S": str(STALE_S)}
+assert STALE_S < STALE_AFTER_S
+
 def test_kill_9_of_the_whole_job_leaves_running_then_status_says_stale(tmp_path):
     """SIGKILL to the job's process group (the CLI, mpiexec; the ranks go with mpiexec): nothing
     can record it, the store still says running; `emews status` shows it alive at first, then
-    stale with the resume command once STALE_AFTER_S passed without a sign of life."""
+    stale with the resume command once EMEWS_STALE_AFTER_S (here STALE_S, not the default
+    STALE_AFTER_S) passed without a sign of life."""
     space = sleepy_space(tmp_path, 0.3)
     runs = tmp_path / "runs"
     proc = start_job(runs, "--algo", "py_random", "--procs", "3", "--budget", "200",
@@ -231,23 +245,23 @@ def test_kill_9_of_the_whole_job_leaves_running_then_status_says_stale(tmp_path)
     exp = query(runs, "SELECT status, finished_at FROM experiments")[0]
     assert exp == {"status": "running", "finished_at": None}
 
-    # Within STALE_AFTER_S of its last heartbeat it cannot be told from a live job by the store.
-    fresh = status(runs)
+    # Within the threshold of its last heartbeat it cannot be told from a live job by the store.
+    fresh = status(runs, env=STALE_ENV)
     assert rows_of(fresh.stdout)["1"]["STATUS"] in ("running", "stale"), fresh.stdout
 
-    time.sleep(max(0.0, killed_at + STALE_AFTER_S + 1 - time.time()))
-    s = status(runs)
+    time.sleep(max(0.0, killed_at + STALE_S + 1 - time.time()))
+    s = status(runs, env=STALE_ENV)
     assert s.returncode == 0, s.stderr
     row = rows_of(s.stdout)["1"]
     done = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"]
     assert row["STATUS"] == "stale" and row["TRIALS"] == f"{done}/200", s.stdout
     assert f"make workflow RESUME=1 DB=sqlite:///{runs / 'emews.db'}" in s.stdout
     assert f"emews workflow --resume 1 --db sqlite:///{runs / 'emews.db'}" in s.stdout
-    d = status(runs, "1")
+    d = status(runs, "1", env=STALE_ENV)
     assert re.search(r"status\s+stale: the store says running, but its job has given no sign "
                      r"of life for", d.stdout), d.stdout
     # A resume must see what the optimizer saw: a new budget is refused, pointing to warm.start.
-    r = run_workflow(runs, "--resume", "1", "--budget", "300", timeout=60)
+    r = run_workflow(runs, "--resume", "1", "--budget", "300", timeout=60, env=STALE_ENV)
     err = r.stderr.strip()
     assert r.returncode == 2 and "\n" not in err and "BUDGET='300'" in err, output(r)
     assert "diverge" in err and "warm.start = 1" in err

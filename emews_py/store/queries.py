@@ -1,6 +1,9 @@
 """What the driver and the CLI ask of the store, each rule written once."""
 from __future__ import annotations
 
+import math
+import os
+
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
@@ -34,6 +37,27 @@ def summary(engine: Engine, exp_id: int) -> dict:
 # ---- status (emews status, and any report built on it) -----------------------------------------
 
 STALE_AFTER_S = 30.0   # the driver writes a heartbeat every 5 s; this long without one: its job is gone
+_HEARTBEAT_S = 5.0     # farm.driver.HEARTBEAT_S (not imported: that would import mpi4py)
+
+
+def stale_after_s() -> float:
+    """Seconds without a sign of life after which a ``running`` experiment is shown stale:
+    $EMEWS_STALE_AFTER_S (the tests use a few seconds), else STALE_AFTER_S. ValueError naming
+    the variable unless it is a number of seconds above the driver's heartbeat period."""
+    raw = os.environ.get("EMEWS_STALE_AFTER_S", "").strip()
+    if not raw:
+        return STALE_AFTER_S
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > _HEARTBEAT_S):
+        raise ValueError(f"EMEWS_STALE_AFTER_S={raw!r} is not valid: it is how many seconds "
+                         f"without a heartbeat make a running experiment stale, and must be a "
+                         f"number greater than the driver's heartbeat period ({_HEARTBEAT_S:g} s), "
+                         f"or else live jobs would be shown stale. Unset it for the default "
+                         f"{STALE_AFTER_S:g}.")
+    return v
 
 
 def _age(now, t) -> float | None:
@@ -52,7 +76,7 @@ def experiment_status(engine: Engine, exp_id: int | None = None, now=None) -> li
 
     - ``shown``: the status to show: ``stale`` for a ``running`` experiment whose last sign of life
       (heartbeat, else the start of its latest segment or of the experiment) is older than
-      ``STALE_AFTER_S``: its job is gone (``kill -9``, node lost, time limit) and nobody recorded it;
+      ``stale_after_s()``: its job is gone (``kill -9``, node lost, time limit) and nobody recorded it;
     - ``counts`` (trials by status), ``completed``, ``budget`` (``settings->max.budget``),
       ``running``, ``queued``, ``failed`` (failed + timeout), ``interrupted``;
     - ``best``: the lowest objective of a completed trial, ``best_trial`` with its id and params;
@@ -65,6 +89,7 @@ def experiment_status(engine: Engine, exp_id: int | None = None, now=None) -> li
       params}] (this one only with ``exp_id``).
     Times are naive UTC datetimes, ages and spans seconds."""
     now = now or utcnow()
+    stale_after = stale_after_s()
     e, t = experiments.c, trials.c
 
     def where(col):
@@ -121,7 +146,7 @@ def experiment_status(engine: Engine, exp_id: int | None = None, now=None) -> li
         alive_at = max(signs) if signs else None
         age = _age(now, alive_at)
         stale = (x["status"] == ExperimentStatus.RUNNING.value
-                 and (age is None or age > STALE_AFTER_S))
+                 and (age is None or age > stale_after))
         live = x["status"] == ExperimentStatus.RUNNING.value and not stale
         act = activity.get(x["id"])
 
