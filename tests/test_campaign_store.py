@@ -53,27 +53,37 @@ def test_postgresql_restarted_mid_run_loses_nothing(tmp_path, pg):
     assert seqs == list(range(len(seqs)))
 
 
-def hold_lock(db: str, seconds: float, held: threading.Event) -> None:
+def hold_lock(db: str, seconds: float, held: threading.Event,
+              release: threading.Event | None = None) -> None:
+    """Another client holds the store's write lock for ``seconds``, or until ``release``."""
     con = sqlite3.connect(db, timeout=60, isolation_level=None)
-    con.execute("BEGIN IMMEDIATE")   # another client holds the write lock
+    con.execute("BEGIN IMMEDIATE")
     held.set()
-    time.sleep(seconds)
+    (release or threading.Event()).wait(seconds)
     con.execute("ROLLBACK")
     con.close()
 
 
-def test_sqlite_lock_held_70_s_by_another_client_delays_but_loses_nothing(tmp_path):
+# Longer than SQLite's 30 s busy timeout (what a plain engine waits before it raises) and than
+# the Writer's 1 s busy timeout plus its back-off up to 10 s (0.5, 1, 2, 4, 8, 10, 10 s: the
+# longest delay is reached), so the lock outlasts every wait the store code has.
+LOCK_S = 35
+
+
+def test_sqlite_lock_held_35_s_by_another_client_delays_but_loses_nothing(tmp_path):
     """Longer than SQLite's 30 s busy timeout, which used to kill the driver."""
     runs = tmp_path / "runs"
     proc = start(runs, *ARGS, "--budget", "16", "--space", str(slow_space(tmp_path)))
     wait_for(runs, completed(runs), 4, proc)
     held = threading.Event()
-    t = threading.Thread(target=hold_lock, args=(str(runs / "emews.db"), 70, held))
+    t0 = time.time()
+    t = threading.Thread(target=hold_lock, args=(str(runs / "emews.db"), LOCK_S, held))
     t.start()
     held.wait(30)
     out, _ = proc.communicate(timeout=400)
     t.join()
     assert proc.returncode == 0, out
+    assert time.time() - t0 >= LOCK_S     # the run outlived the lock: it waited, did not give up
     assert "the store is unavailable" in out and "the store is back after" in out, out
     rows = trials(runs)
     assert len(rows) == 16 and all(r["status"] == "completed" for r in rows), rows
@@ -87,11 +97,20 @@ def test_store_away_past_its_limit_stops_the_run_and_resume_imports_the_rest(tmp
     proc = start(runs, *ARGS, "--budget", "16", "--space", str(slow_space(tmp_path)),
                  env={"EMEWS_STORE_WAIT": "4"})
     wait_for(runs, completed(runs), 4, proc)
-    held = threading.Event()
-    t = threading.Thread(target=hold_lock, args=(str(runs / "emews.db"), 25, held))
+    held, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=hold_lock, args=(str(runs / "emews.db"), 120, held, release))
     t.start()
     held.wait(30)
-    out, _ = proc.communicate(timeout=200)
+    # The lock is held until the run says it spilled (its driver gave up on the store), then
+    # released, so the CLI can record the stop; not for a fixed time.
+    lines, t0 = [], time.time()
+    for line in proc.stdout:
+        lines.append(line)
+        if "unsaved.jsonl" in line or time.time() - t0 > 120:
+            break
+    release.set()
+    out = "".join(lines) + proc.stdout.read()   # not communicate(): it skips what is buffered
+    proc.wait(60)
     t.join()
     assert proc.returncode != 0, out
     assert "unsaved.jsonl" in out and "Resume with" in out, out
