@@ -21,6 +21,22 @@ stopping: better / same / worse), and the time to reach the no-stopping run's fi
 same seed, as a ratio of the time the no-stopping run took to reach it (median over seeds;
 `never` counts as worse than any ratio). Target (issue 11): the same best in at most half the
 wall time (ratio <= 0.5), or a better best in the same time.
+
+On a loaded machine (the 2-core reference machine with other jobs: Keras imports of 40 s, first
+epochs of 10-15 s) a window short enough for 30 live runs holds too few trainings to compare.
+Then record once without stopping, with a window long enough for what the stoppers would run, and
+replay the stoppers on those recorded learning curves:
+
+    .venv/bin/python benchmarks/stopping.py --stoppers none --window 150 --runs runs/stopping
+    .venv/bin/python benchmarks/stopping.py --replay sqlite:///runs/stopping/stopping.db --window 60
+
+The replay is a farm of as many workers as the recording had, taking the recorded trials in the
+same order, each timed as it was recorded (its time before training, each epoch's end, its
+evaluation after the last epoch), with `emews_py/farm/stoppers.py` itself deciding on the recorded
+val_loss at each epoch: a trial it stops ends one epoch after the decision (as on the farm, where
+the stop reaches the training at its next epoch end) plus its recorded evaluation time. It stops
+where the recording runs out (said per run). The live runs measure the whole path; the replay
+measures the rules at equal wall time on real curves and real epoch times.
 """
 from __future__ import annotations
 
@@ -182,6 +198,129 @@ def report(pilot: str, results: dict, stoppers: list[str], seeds: list[int], win
                                          for x in ratios))
 
 
+# ---- replay: the stoppers on recorded learning curves -------------------------------------------
+def recorded(db: str, exp: str) -> tuple[list[dict], dict[int, float]]:
+    """The trials of a run without stopping, in id order (the order the seeded sampler proposed
+    them), each with its timeline relative to the run's first training start: ``pre`` (from the
+    worker taking it to its train_begin), ``ends`` (epoch k's end after train_begin), ``vals``
+    (val_loss per epoch, None for NaN), ``post`` (last epoch end to the stored result: evaluation,
+    saving), ``full`` (whether it finished); and when each worker started its first training."""
+    from sqlalchemy import create_engine, text
+    eng = create_engine(db)
+    with eng.connect() as c:
+        rows = c.execute(text("SELECT t.id, t.worker, t.status, t.objective, t.started_at, "
+                              "t.finished_at FROM trials t JOIN experiments e ON e.id = "
+                              "t.experiment_id WHERE e.name = :n ORDER BY t.id"), {"n": exp}).all()
+        evs = c.execute(text("SELECT v.trial_id, v.kind, v.epoch, v.at, v.metrics FROM events v "
+                             "JOIN trials t ON t.id = v.trial_id JOIN experiments e ON e.id = "
+                             "t.experiment_id WHERE e.name = :n ORDER BY v.id"), {"n": exp}).all()
+    eng.dispose()
+    t0 = first_start(db, exp)
+    by: dict[int, dict] = {}
+    for tid, kind, epoch, at, metrics in evs:
+        d = by.setdefault(tid, {"begin": None, "epochs": {}})
+        if kind == "train_begin" and d["begin"] is None:
+            d["begin"] = _ts(at) - t0
+        elif kind == "epoch_end" and epoch is not None:
+            m = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
+            d["epochs"][int(epoch)] = (_ts(at) - t0, m.get("val_loss"))
+    out, free, first = [], {}, {}
+    for tid, worker, status, objective, started, finished in rows:
+        d = by.get(tid)
+        if d is None or d["begin"] is None or not d["epochs"]:
+            continue
+        ks = sorted(d["epochs"])
+        ends = [d["epochs"][k][0] - d["begin"] for k in ks]
+        vals = [d["epochs"][k][1] for k in ks]
+        done = status in ("completed", "failed") and finished is not None
+        if worker not in first:
+            first[worker] = d["begin"]
+            pre = 0.0
+        else:
+            pre = max(0.0, d["begin"] - max(_ts(started) - t0, free.get(worker, -math.inf)))
+        fin = _ts(finished) - t0 if finished is not None else None
+        if fin is not None:
+            free[worker] = fin
+        post = max(0.0, fin - d["epochs"][ks[-1]][0]) if done else 0.0
+        out.append({"id": tid, "pre": pre, "ends": ends, "vals": vals, "post": post,
+                    "full": done, "status": status,
+                    "objective": objective if status == "completed" else None})
+    return out, first
+
+
+def replay(trials: list[dict], first: dict, stopper_text: str, window: float) -> dict:
+    """A farm of len(first) workers running ``trials`` in order, each taking the next when free,
+    with the stopper's real code deciding on the recorded curves: a trial it stops ends one epoch
+    after the decision (the stop reaches the training at the next epoch end) plus its recorded
+    evaluation time. Returns what ``measure`` returns, and ``horizon``: the time up to which the
+    recording sufficed (a trial needed beyond what was recorded ends the simulation there)."""
+    import heapq
+
+    from emews_py.farm import stoppers
+    st = stoppers.make({**stoppers.parse(stopper_text), "metric": "val_loss"}) \
+        if stopper_text != "none" else None
+    queue = list(trials)
+    heap: list = []          # (time, seq, kind, trial index, epoch)
+    seq = 0
+    horizon = window
+
+    def take(worker_time: float) -> None:
+        nonlocal seq, horizon
+        if not queue:
+            horizon = min(horizon, worker_time)
+            return
+        t = queue.pop(0)
+        t["t0"] = worker_time + t["pre"]
+        t["stop_at"] = None
+        for k, e in enumerate(t["ends"]):
+            heapq.heappush(heap, (t["t0"] + e, seq, "epoch", t, k))
+            seq += 1
+        if t["full"]:
+            heapq.heappush(heap, (t["t0"] + t["ends"][-1] + t["post"], seq, "end", t, None))
+            seq += 1
+        else:   # cut off by the recording's end: unknown beyond its last recorded epoch
+            heapq.heappush(heap, (t["t0"] + t["ends"][-1], seq, "cut", t, None))
+            seq += 1
+
+    for w in sorted(first):
+        take(first[w])
+    done, n_stopped = [], 0
+    while heap:
+        now, _, kind, t, k = heapq.heappop(heap)
+        if now > horizon:
+            break
+        if t.get("gone"):
+            continue
+        if kind == "epoch":
+            if t["stop_at"] is not None and k > t["stop_at"]:
+                continue
+            # every epoch reported is seen (a peer's data), decisions only before a stop
+            if st is not None and st.observe(t["id"], k, t["vals"][k]) and t["stop_at"] is None:
+                s = min(k + 1, len(t["ends"]) - 1)
+                if not t["full"] and s == len(t["ends"]) - 1 and k + 1 > s:
+                    s = k   # unknown beyond the recording: stop where it is (rare)
+                t["stop_at"] = s
+                heapq.heappush(heap, (t["t0"] + t["ends"][s] + (t["post"] or 1.0), seq, "stop",
+                                      t, None))
+                seq += 1
+            continue
+        if kind in ("end", "cut") and t["stop_at"] is not None:
+            continue
+        t["gone"] = True
+        if kind == "cut":
+            horizon = min(horizon, now)
+            continue
+        if kind == "stop":
+            n_stopped += 1
+        elif t["status"] == "completed" and t["objective"] is not None:
+            done.append((now, float(t["objective"])))
+        take(now)
+    done = [(x, y) for x, y in sorted(done) if x <= min(window, horizon)]
+    return {"completed": len(done), "stopped": n_stopped,
+            "best": min((y for _, y in done), default=math.inf), "curve": done,
+            "horizon": horizon}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pilots", nargs="+", default=["drug", "treat"])
@@ -192,6 +331,10 @@ def main() -> int:
     ap.add_argument("--algo", default="optuna")
     ap.add_argument("--procs", type=int, default=3)
     ap.add_argument("--runs", default=str(REPO / "runs" / "stopping"))
+    ap.add_argument("--replay", default="", metavar="DB",
+                    help="no runs: replay the stoppers on the learning curves recorded by the runs "
+                         "without stopping in this store (a run of this script with --stoppers "
+                         "none and a longer --window), at --window seconds")
     a = ap.parse_args()
     if a.stoppers[0] != "none":
         a.stoppers = ["none"] + [s for s in a.stoppers if s != "none"]
@@ -199,6 +342,8 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{runs / 'stopping.db'}"
     seeds = list(range(1, a.seeds + 1))
+    if a.replay:
+        return main_replay(a, seeds)
     print(f"[stopping] {len(a.pilots)} pilots x {len(seeds)} seeds x {len(a.stoppers)} stoppers, "
           f"{a.window:g} s each, {a.procs - 1} workers, algo {a.algo}, store {db}; "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
@@ -213,6 +358,25 @@ def main() -> int:
                 print(f"[stopping] {exp}: {m['completed']} completed, {m['stopped']} stopped, "
                       f"best {m['best']:.4f} ({time.time() - t:.0f} s, load "
                       f"{os.getloadavg()[0]:.1f})", flush=True)
+        report(pilot, results, a.stoppers, seeds, a.window)
+    return 0
+
+
+def main_replay(a, seeds: list[int]) -> int:
+    print(f"[stopping] replay of the curves recorded in {a.replay}, {a.window:g} s per run")
+    for pilot in a.pilots:
+        results = {}
+        for s in seeds:
+            trials, first = recorded(a.replay, f"{pilot}-none-s{s}")
+            real = measure(a.replay, f"{pilot}-none-s{s}", a.window)
+            for st in a.stoppers:
+                results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window)
+                cut = "" if m["horizon"] >= a.window else f" (recording ran out at {m['horizon']:.0f} s)"
+                print(f"[stopping] {pilot} seed {s} {st}: {m['completed']} completed, "
+                      f"{m['stopped']} stopped, best {m['best']:.4f}{cut}")
+            print(f"[stopping] {pilot} seed {s}: the real run without stopping: "
+                  f"{real['completed']} completed, best {real['best']:.4f} in {a.window:g} s; "
+                  f"recorded {len(trials)} trainings")
         report(pilot, results, a.stoppers, seeds, a.window)
     return 0
 
