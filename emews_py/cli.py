@@ -694,13 +694,25 @@ KILL_AFTER_S = 20.0    # the driver stops within 10 s of a signal; past this, mp
 
 
 def signal_driver(pid_file: Path | None) -> bool:
-    """SIGTERM to rank 0, whose pid the driver writes to RUN_DIR/driver.pid when it starts;
-    False if it has not started yet (the caller tries again)."""
+    """SIGTERM to rank 0, whose pid (and node) the driver writes to RUN_DIR/driver.pid when it
+    starts; False if it has not started yet (the caller tries again). A driver on another host
+    (HOSTS) gets the request as RUN_DIR/stop-request: its pid means another process here, and a
+    signal to mpiexec could be hydra's second one, which kills the job unrecorded."""
     import signal
+
+    from emews_py.farm.transport import STOP_FILE, node_id
     try:
-        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
-        return True
+        words = pid_file.read_text().split()
+        pid = int(words[0])
     except (AttributeError, OSError, ValueError, IndexError):
+        return False
+    try:
+        if len(words) > 1 and words[1] != node_id():
+            (pid_file.parent / STOP_FILE).write_text(f"{int(signal.SIGTERM)}\n")
+        else:
+            os.kill(pid, signal.SIGTERM)
+        return True
+    except OSError:
         return False
 
 

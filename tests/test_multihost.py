@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +69,8 @@ def test_workflow_across_two_hosts_with_the_store_on_postgres(two_hosts, tmp_pat
     # The CLI, mpiexec, the driver and the optimizer run in host a; `timeout` kills the whole
     # process group if the launch hangs (a failed multi-host start can ignore SIGTERM).
     cmd = ["timeout", "-s", "KILL", "100", EMEWS, "workflow", "--runs", runs, "--db", pg.url,
-           "--pilot", "bench", "--algo", "random", "--budget", "12", "--hosts", f"{a}:2,{b}:2"]
+           "--exp", "across", "--pilot", "bench", "--algo", "random", "--budget", "12",
+           "--hosts", f"{a}:2,{b}:2"]
     p = hosts.run(a, cmd, env=env, cwd=ROOT, timeout=130)
     out = output(p)
     assert p.returncode == 0, out[-4000:]
@@ -77,10 +81,11 @@ def test_workflow_across_two_hosts_with_the_store_on_postgres(two_hosts, tmp_pat
     assert "experiment status: completed" in out
 
     # The store as a user on the other host sees it
+    mine = "(SELECT id FROM experiments WHERE name = 'across')"
     exps, trials, segs = sql(
-        hosts, b, pg.url, "SELECT id, status, run_dir FROM experiments",
-        "SELECT host, status, worker FROM trials",
-        "SELECT host, procs FROM segments")
+        hosts, b, pg.url, "SELECT id, status, run_dir FROM experiments WHERE name = 'across'",
+        f"SELECT host, status, worker FROM trials WHERE experiment_id IN {mine}",
+        f"SELECT host, procs FROM segments WHERE experiment_id IN {mine}")
     assert [e["status"] for e in exps] == ["completed"]
     assert len(trials) == 12 and {t["status"] for t in trials} == {"completed"}
     assert {t["host"] for t in trials} == {a, b}
@@ -169,3 +174,75 @@ def test_a_rank_that_cannot_read_the_run_directory_ends_the_job(tmp_path):
     assert p.returncode not in (0, 137), output(p)
     assert f"rank 1 on host {socket.gethostname()}" in p.stderr
     assert str(missing) in p.stderr and "every host must see the run directory" in p.stderr
+
+
+SLOW_SPACE = """\
+param.set <- makeParamSet(
+  makeNumericParam("x1", lower = -5, upper = 10),
+  makeNumericParam("x2", lower = 0, upper = 15),
+  makeDiscreteParam("sleep", values = c(0.4))
+)
+"""
+
+
+def test_sigterm_to_the_cli_on_another_host_than_the_driver_stops_cleanly(two_hosts, tmp_path):
+    """`make workflow` started on host b with the driver (rank 0, the first host) on a: the
+    driver's pid means nothing on b, so the stop reaches it through the shared run directory,
+    and the run ends recorded `interrupted`, as on one host."""
+    hosts, pg = two_hosts
+    a, b = hosts.a, hosts.b
+    space = tmp_path / "space.R"
+    space.write_text(SLOW_SPACE)
+    env = dict(os.environ, UCX_TLS="tcp,self", HYDRA_LAUNCHER="ssh",
+               HYDRA_LAUNCHER_EXEC=str(hosts.nsrsh), EMEWS_PROGRESS="plain",
+               EMEWS_PROGRESS_EVERY="0.5")
+    env.pop("EMEWS_LAUNCHER", None)
+    runs = tmp_path / "runs"
+    cmd = ["timeout", "-s", "KILL", "100", EMEWS, "workflow", "--runs", runs, "--db", pg.url,
+           "--exp", "stopped", "--pilot", "bench", "--algo", "random", "--budget", "60",
+           "--space", space, "--hosts", f"{a}:2,{b}:2"]
+    proc = subprocess.Popen(hosts.argv(b, cmd), cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # `ip netns exec`, unshare and sh exec in turn: proc is `timeout`, the CLI its child
+        deadline = time.time() + 20
+        cli = None
+        while cli is None and time.time() < deadline:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            cli = int(kids[0]) if kids else None
+            time.sleep(0.1)
+        assert cli is not None, "the CLI did not start"
+        # the plain progress line says how many completed, without a query (each one is a
+        # Python start inside a namespace: seconds on a loaded machine)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            m = re.search(r"progress: (\d+)/60 completed", line)
+            if m and int(m.group(1)) >= 4:
+                break
+        assert proc.poll() is None, "".join(seen)
+        t0 = time.time()
+        os.kill(cli, signal.SIGTERM)   # the CLI alone, as `kill PID` or make would
+        out, _ = proc.communicate(timeout=40)
+        out = "".join(seen) + out
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, 137), out
+    assert took < 15, (took, out)
+    assert "SIGTERM: stopping the run" in out and out.count("Resume with") == 1, out
+    mine = "(SELECT id FROM experiments WHERE name = 'stopped')"
+    exps, segs, st = sql(
+        hosts, b, pg.url, "SELECT status, run_dir FROM experiments WHERE name = 'stopped'",
+        f"SELECT host, status FROM segments WHERE experiment_id IN {mine}",
+        f"SELECT DISTINCT status FROM trials WHERE experiment_id IN {mine}")
+    assert [e["status"] for e in exps] == ["interrupted"], out
+    assert [(s["host"], s["status"]) for s in segs] == [(a, "interrupted")]
+    assert {r["status"] for r in st} <= {"completed", "interrupted"}
+    assert int(re.search(r"interrupted by SIGTERM: (\d+) trial", out).group(1)) < 60, out
+    run_dir = Path(exps[0]["run_dir"])
+    assert (run_dir / "stop-request").exists()   # the route it took: not a pid signal
+    left = [p for h in (a, b) for p in hosts.pids(h)
+            if b"emews_py" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert not left, left
