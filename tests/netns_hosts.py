@@ -68,6 +68,7 @@ class Hosts:
         self.made: list[str] = []
 
     def up(self) -> "Hosts":
+        sweep()
         try:
             for n in (self.a, self.b):
                 _ip("netns", "add", n)
@@ -148,6 +149,18 @@ class Hosts:
             shutil.rmtree(Path("/etc/netns") / n, ignore_errors=True)
         self.made = []
         shutil.rmtree(self.bindir, ignore_errors=True)
+
+
+def sweep() -> None:
+    """Tear down the hosts of earlier test runs whose process is gone (killed before its own
+    teardown): only names this module makes, ``ema<pid>``/``emb<pid>``."""
+    import re
+    for line in _ip("netns", "list", check=False).stdout.splitlines():
+        m = re.match(r"em[ab](\d+)\b", line)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            old = Hosts(m.group(1))
+            old.made = [line.split()[0]]
+            old.down()
 
 
 class NetnsPostgres:

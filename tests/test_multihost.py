@@ -246,3 +246,10 @@ def test_sigterm_to_the_cli_on_another_host_than_the_driver_stops_cleanly(two_ho
     left = [p for h in (a, b) for p in hosts.pids(h)
             if b"emews_py" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert not left, left
+
+
+def test_make_passes_hosts(tmp_path):
+    p = subprocess.run(["make", "-s", "workflow", "HOSTS=n1:0", f"EMEWS_RUNS={tmp_path}"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode != 0 and "HOSTS='n1:0'" in p.stderr, output(p)
+    assert not any(tmp_path.glob("*-bench-*"))
