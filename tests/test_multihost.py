@@ -35,6 +35,15 @@ with eng.connect() as c:
 """
 
 
+SLOW_SPACE = """\
+param.set <- makeParamSet(
+  makeNumericParam("x1", lower = -5, upper = 10),
+  makeNumericParam("x2", lower = 0, upper = 15),
+  makeDiscreteParam("sleep", values = c(0.4))
+)
+"""
+
+
 @pytest.fixture(scope="module")
 def two_hosts():
     why = unavailable()
@@ -62,6 +71,9 @@ def test_workflow_across_two_hosts_with_the_store_on_postgres(two_hosts, tmp_pat
     hosts, pg = two_hosts
     a, b = hosts.a, hosts.b
     runs = tmp_path / "runs"
+    # trials of 0.2 s: they go one at a time (not in one chunk), so every worker gets some
+    space = tmp_path / "space.R"
+    space.write_text(SLOW_SPACE.replace("0.4", "0.2"))
     env = dict(os.environ, UCX_TLS="tcp,self",
                # hydra's remote shell: nsrsh instead of ssh (a real cluster needs neither)
                HYDRA_LAUNCHER="ssh", HYDRA_LAUNCHER_EXEC=str(hosts.nsrsh))
@@ -70,7 +82,7 @@ def test_workflow_across_two_hosts_with_the_store_on_postgres(two_hosts, tmp_pat
     # process group if the launch hangs (a failed multi-host start can ignore SIGTERM).
     cmd = ["timeout", "-s", "KILL", "100", EMEWS, "workflow", "--runs", runs, "--db", pg.url,
            "--exp", "across", "--pilot", "bench", "--algo", "random", "--budget", "12",
-           "--hosts", f"{a}:2,{b}:2"]
+           "--space", space, "--hosts", f"{a}:2,{b}:2"]
     p = hosts.run(a, cmd, env=env, cwd=ROOT, timeout=130)
     out = output(p)
     assert p.returncode == 0, out[-4000:]
@@ -174,15 +186,6 @@ def test_a_rank_that_cannot_read_the_run_directory_ends_the_job(tmp_path):
     assert p.returncode not in (0, 137), output(p)
     assert f"rank 1 on host {socket.gethostname()}" in p.stderr
     assert str(missing) in p.stderr and "every host must see the run directory" in p.stderr
-
-
-SLOW_SPACE = """\
-param.set <- makeParamSet(
-  makeNumericParam("x1", lower = -5, upper = 10),
-  makeNumericParam("x2", lower = 0, upper = 15),
-  makeDiscreteParam("sleep", values = c(0.4))
-)
-"""
 
 
 def test_sigterm_to_the_cli_on_another_host_than_the_driver_stops_cleanly(two_hosts, tmp_path):
