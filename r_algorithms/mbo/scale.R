@@ -70,3 +70,40 @@ mbo_stream_q <- function(S, free, npend, workers, nres) {
   queued <- max(0L, npend - (workers - free))
   free + max(0L, a - queued)
 }
+
+# Point selection (select.R, select = "pool") keeps each candidate's squared distance to the
+# points already chosen in the round up to date, one vectorised pass per chosen point, instead of
+# measuring every examined candidate against all of them again: a round of q points then costs
+# O(q x candidates) rather than O(q^2 x examined candidates). Distances to the pending trials (P0)
+# are measured when a candidate is first examined and kept. The answers are mbo_first_fit's.
+mbo_pool <- function(Cn, P0) {
+  if (is.null(Cn)) return(NULL)
+  p <- new.env()
+  p$Cn <- Cn; p$P0 <- P0
+  p$dc <- rep(Inf, nrow(Cn)); p$dp <- rep(NA_real_, nrow(Cn))
+  p
+}
+
+mbo_pool_add <- function(p, v) {
+  d <- (p$Cn[, 1] - v[1])^2      # mbo_min_dist2's arithmetic, so the same distances
+  if (length(v) > 1L) for (j in 2:length(v)) d <- d + (p$Cn[, j] - v[j])^2
+  p$dc <- pmin(p$dc, d)
+}
+
+# the first of the candidates idx (in that order) that keeps squared distance lev from the pending
+# and the chosen points and is no duplicate of a row of En, for each lev of d2 in turn; NA if none
+mbo_pool_first_fit <- function(p, idx, En, d2, tol) {
+  dp <- p$dp
+  on.exit(p$dp <- dp)
+  for (lev in d2) {
+    ks <- if (lev == 0) idx else idx[p$dc[idx] >= lev]
+    for (k in ks) {
+      if (lev > 0) {
+        if (is.na(dp[k])) dp[k] <- mbo_min_dist2(p$Cn[k, ], p$P0)
+        if (dp[k] < lev) next
+      }
+      if (!mbo_is_dup(p$Cn[k, ], En, tol)) return(k)
+    }
+  }
+  NA_integer_
+}

@@ -20,6 +20,7 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
   Cn <- if (!is.null(Cx)) mbo_norm(info, Cx) else NULL
   B <- P0                  # points a new proposal keeps batch.dist away from
   d2 <- c(ctl$batch.dist^2, (ctl$batch.dist / 4)^2, 0)
+  pool <- mbo_pool(Cn, P0)  # the candidates' distances to this round's points (scale.R)
   for (i in seq_len(q)) {
     got <- NULL
     if (i <= qm && identical(ctl$select, "lambda")) {
@@ -33,7 +34,7 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
       }
     } else if (i <= qm && !is.null(Cx)) {
       o <- order(Cm - lambdas[i] * Cs + runif(length(Cm)) * 1e-12)
-      k <- mbo_first_fit(Cn, head(o, 2000L), B, En, d2, ctl$dup.tol)
+      k <- mbo_pool_first_fit(pool, head(o, 2000L), En, d2, ctl$dup.tol)
       if (!is.na(k)) got <- list(X = Cx[k, , drop = FALSE], N = Cn[k, ])
     }
     if (is.null(got)) { got <- mbo_random_distinct(S, En); if (i <= qm) nrand <- nrand + 1L }
@@ -44,6 +45,7 @@ mbo_select <- function(S, cand, lambdas, q, E, P0) {
     out[[i]] <- got$X
     En <- mbo_dup_add(En, got$N)
     B <- rbind(B, got$N)
+    if (!is.null(pool) && i < q) mbo_pool_add(pool, got$N)
   }
   X <- do.call(rbind, out)
   rownames(X) <- NULL

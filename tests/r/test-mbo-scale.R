@@ -100,3 +100,24 @@ test_that("bad fit.max, fit.top and ahead are refused in one paragraph", {
   expect_equal(mbo_settings(c(base, ahead = 4))$ahead, 4L)
   expect_equal(mbo_settings(c(base, fit.max = Inf))$fit.max, Inf)
 })
+
+test_that("select's kept-up distances pick exactly the points the plain spacing check picks", {
+  ps <- mixed_ps()
+  S <- mbo_test_state(ps, list(fit.max = 300))
+  set.seed(3)
+  X <- mbo_sample(S$info, mbo_full_box(S$info), 600)
+  mbo_add(S, X); S$y <- mixed_f(X); S$status[] <- "completed"
+  S$status[591:600] <- "pending"; S$y[591:600] <- NA                 # P0: spacing from pending too
+  set.seed(4); fast <- mbo_propose(S, 40)
+  # the reference: every examined candidate measured against pending + chosen points (mbo_first_fit)
+  saved <- list(add = mbo_pool_add, fit = mbo_pool_first_fit)
+  on.exit({ assign("mbo_pool_add", saved$add, globalenv()); assign("mbo_pool_first_fit", saved$fit, globalenv()) })
+  assign("mbo_pool_add", function(p, v) p$chosen <- rbind(p$chosen, v), globalenv())
+  assign("mbo_pool_first_fit", function(p, idx, En, d2, tol) mbo_first_fit(p$Cn, idx, rbind(p$P0, p$chosen), En, d2, tol),
+         globalenv())
+  set.seed(4); plain <- mbo_propose(S, 40)
+  expect_identical(fast, plain)
+  N <- mbo_norm(S$info, fast)
+  D <- as.matrix(dist(N))
+  expect_true(min(D[upper.tri(D)]) >= S$ctl$batch.dist / 4 - 1e-12)  # spaced (relaxed at most once)
+})
