@@ -2,8 +2,9 @@
 # ParamHelpers spaces, as an EQ/R drop-in (ALGO=mlrMBO). mlrMBO itself is not installable here
 # (not in Debian), so the MBO loop is ours; it follows mlrMBO's defaults where they exist:
 # a Latin hypercube initial design holding every discrete value, a random-forest surrogate with
-# standard errors, (q)LCB infill with lambda ~ Exp(1) per point as in
-# setMBOControlMultiPoint(method = "cb"), and focus search (mlrMBO >= 1.1: opt.restarts = 3,
+# standard errors (for numeric spaces a Gaussian process while data are few, as mlrMBO's kriging),
+# (q)LCB infill with lambda ~ Exp(1) per point as in setMBOControlMultiPoint(method = "cb") (EI
+# for a single point), and focus search (mlrMBO >= 1.1: opt.restarts = 3,
 # opt.focussearch.maxit = 5, opt.focussearch.points = 1000). It adds a few extras that mlrMBO
 # does not have (local candidates around the best points, an automatic log scale for skewed
 # objectives, a design capped at half the budget, spacing within a batch, each point chosen from
@@ -13,7 +14,8 @@
 # Settings (the "Params" handshake; every name is described in mbo/settings.R, unknown names are
 # refused): param.set.file (the SPACE file, required), max.budget, max.iterations, design.size,
 # propose.points, workers, seed, mode ('stream' or 'batch'), minimize, preset, design.cap, select,
-# y.trafo, y.eps, log.y, impute.y, impute.margin, lambda, surrogate, splitrule, replace,
+# y.trafo, y.eps, log.y, impute.y, impute.margin, lambda, surrogate, gp.max.n, gp.restarts,
+# infill, splitrule, replace,
 # se.method, num.trees, min.node.size, mtry, threads, fs.points, fs.maxit, fs.restarts,
 # fs.budget, local.points, local.top, batch.dist, interleave.random.points, dup.tol, pending,
 # min.fit, verbose, warm.start, fit.max, fit.top, ahead.
@@ -21,6 +23,7 @@
 # The parts, one idea per file, in r_algorithms/mbo/ (a subfolder, so the optimizer discovery
 # does not list them as algorithms): settings.R, codec.R (parameter encoding and sampling),
 # design.R, state.R, surrogate.R, focus_search.R, select.R (qLCB point selection, spacing),
+# gp.R (the Gaussian process for numeric spaces), infill.R (EI or qLCB),
 # scale.R (large n and q: bounded training set, duplicate index, stream look-ahead),
 # propose.R (one proposal round), warm.R (warm.start: points of an earlier experiment), loop.R
 # (batch and stream loops, final message).
@@ -51,7 +54,7 @@ suppressPackageStartupMessages({
 })
 # into the environment this file is sourced into (the global one under the runtime)
 for (.mbo_part in c("settings", "codec", "design", "state", "surrogate", "focus_search", "select",
-                    "gp", "scale", "propose", "warm", "loop"))
+                    "gp", "infill", "scale", "propose", "warm", "loop"))
   source(file.path(.mbo_dir, paste0(.mbo_part, ".R")), local = environment())
 rm(.mbo_dir, .mbo_part)
 

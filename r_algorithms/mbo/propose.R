@@ -17,10 +17,14 @@ mbo_propose <- function(S, q, timing = NULL) {
   P0 <- S$N[S$status == "pending", , drop = FALSE]
   nrnd <- if (q > 1L) min(q - 1L, max(0L, ctl$interleave.random.points)) else 0L
   lambdas <- mbo_lambdas(ctl, q - nrnd)
+  # EI (infill.R): the search minimizes -EI, given as the prediction's mean, with lambdas 0
+  ei <- mbo_use_ei(ctl, q - nrnd, model)
+  if (ei) { lambdas[] <- 0; ybest <- min(mbo_targets(S)$y) }
   tpred <- 0
   predict_t <- function(X) {
     a <- proc.time()[["elapsed"]]
     p <- mbo_predict(model, mbo_features(S, X))
+    if (ei) p$mean <- -mbo_ei(p$mean, p$se, ybest)
     tpred <<- tpred + proc.time()[["elapsed"]] - a
     p
   }

@@ -53,6 +53,9 @@
 #   gp.max.n         surrogate = "auto": fitted points from which the forest replaces the GP
 #                    (default 200; the GP's fit costs O(n^3)).
 #   gp.restarts      maximum-likelihood restarts of the GP's hyperparameters (default 3).
+#   infill           the infill criterion (infill.R): "auto" (default): expected improvement
+#                    when one point is proposed, qLCB (lambda) for several; "ei"; "cb" (qLCB
+#                    always, mlrMBO's multi-point "cb").
 #   splitrule        ranger split rule: "extratrees" (default: random split points, a smoother
 #                    mean than "variance" splits; scikit-optimize's forest default) or "variance".
 #   replace          bootstrap (TRUE) or subsample 63.2% without replacement (FALSE, default).
@@ -118,7 +121,7 @@
 MBO_SETTINGS <- c(
   "param.set.file", "max.budget", "max.iterations", "design.size", "propose.points", "workers",
   "seed", "mode", "minimize", "y.trafo", "y.eps", "log.y", "impute.y", "impute.margin", "lambda",
-  "surrogate", "gp.max.n", "gp.restarts", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
+  "surrogate", "gp.max.n", "gp.restarts", "infill", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
   "fs.points", "fs.maxit", "fs.restarts", "fs.budget", "local.points", "local.top", "batch.dist",
   "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap",
   "select", "warm.start", "fit.max", "fit.top", "ahead")
@@ -129,7 +132,7 @@ MBO_WORKFLOW_SETTINGS <- c("space", "impute", "keep.models")
 # Presets set defaults, never explicit settings. "mlrMBO" switches off the extras that mlrMBO
 # does not have, to compare with CANDLE/Supervisor's mlrMBO workflows (docs/mlrmbo.md).
 MBO_PRESETS <- list(
-  mlrMBO = list(surrogate = "ranger", local.points = 0L, y.trafo = "none", design.cap = FALSE, batch.dist = 0, select = "lambda"))
+  mlrMBO = list(surrogate = "ranger", infill = "cb", local.points = 0L, y.trafo = "none", design.cap = FALSE, batch.dist = 0, select = "lambda"))
 
 # Refuse names that are not settings (a typo would otherwise run silently with the default), in
 # one paragraph that suggests the closest known name and lists all of them.
@@ -197,6 +200,7 @@ mbo_settings <- function(s) {
     surrogate = as.character(s$surrogate %||% "auto"),
     gp.max.n = s$gp.max.n %||% 200,
     gp.restarts = s$gp.restarts %||% 3L,
+    infill = as.character(s$infill %||% "auto"),
     num.trees = as.integer(s$num.trees %||% 100L),
     min.node.size = if (is.null(s$min.node.size)) NULL else as.integer(s$min.node.size),
     local.points = as.integer(s$local.points %||% 1000L),
@@ -241,6 +245,10 @@ mbo_settings <- function(s) {
     fail("gp.restarts must be a whole number >= 1 (got ", paste(deparse(ctl$gp.restarts), collapse = " "),
          "): the maximum-likelihood restarts of the Gaussian process, e.g. gp.restarts = 3 (the default).")
   ctl$gp.max.n <- as.integer(ctl$gp.max.n); ctl$gp.restarts <- as.integer(ctl$gp.restarts)
+  if (!(length(ctl$infill) == 1L && ctl$infill %in% c("auto", "ei", "cb")))
+    fail("infill = '", paste(ctl$infill, collapse = "', '"), "' is not supported; use 'auto' (default: ",
+         "expected improvement for a single point, qLCB for several), 'ei' or 'cb' (qLCB, mlrMBO's ",
+         "multi-point criterion).")
   if (!(ctl$select %in% c("pool", "lambda")))
     fail("select = '", ctl$select, "' is not supported; use 'pool' (default) or 'lambda' (mlrMBO's choice).")
   if (!(ctl$pending %in% c("believer", "ignore")))

@@ -80,3 +80,18 @@ test_that("bad GP settings are refused in one paragraph", {
   expect_match(msg, "surrogate = 'gp' takes numeric and integer parameters only.*cat")
   expect_false(grepl("\n", msg))
 })
+
+test_that("expected improvement: zero se gives the plain improvement; more se, more EI", {
+  expect_equal(mbo_ei(c(1, 3), c(0, 0), 2), c(1, 0))
+  ei <- mbo_ei(c(2, 2, 2), c(0.1, 0.5, 1), 2)                        # at the best: se * dnorm(0)
+  expect_equal(ei, c(0.1, 0.5, 1) * dnorm(0))
+  expect_equal(mbo_ei(1.5, 0.5, 1), -0.5 * pnorm(-1) + 0.5 * dnorm(-1))
+  ctl <- mbo_settings(list(param.set.file = "x.R"))
+  gp <- list(kind = "gp")
+  expect_true(mbo_use_ei(ctl, 1L, gp))                                # auto: EI for one point,
+  expect_false(mbo_use_ei(ctl, 8L, gp))                               # qLCB for a batch
+  expect_false(mbo_use_ei(ctl, 1L, list(kind = "none")))              # no model yet: no EI
+  expect_true(mbo_use_ei(modifyList(ctl, list(infill = "ei")), 8L, gp))
+  expect_error_paragraph(mbo_settings(list(param.set.file = "x.R", infill = "pi")),
+                         "infill = 'pi' is not supported; use 'auto'")
+})

@@ -59,9 +59,10 @@ test_that("preset = 'mlrMBO' switches the extras off; explicit settings still wi
   expect_equal(ctl$batch.dist, 0)
   expect_equal(ctl$select, "lambda")
   expect_equal(ctl$surrogate, "ranger")   # CANDLE's behaviour: the forest (the default is "auto")
+  expect_equal(ctl$infill, "cb")          # and qLCB for every round, a single point too
   # everything else as without the preset
   keep <- setdiff(MBO_SETTINGS, c("preset", "local.points", "y.trafo", "design.cap", "batch.dist", "select",
-                                  "surrogate"))
+                                  "surrogate", "infill"))
   expect_equal(ctl[keep], mbo_settings(base)[keep])
   ctl <- mbo_settings(c(base, preset = "mlrMBO", batch.dist = 0.05, y.trafo = "slog"))
   expect_equal(ctl$batch.dist, 0.05)
