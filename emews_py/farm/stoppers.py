@@ -131,7 +131,7 @@ def check(spec: dict, text: str = "") -> None:
 
 def describe(spec: dict) -> str:
     """One line for the log: the rule and its settings."""
-    keys = [k for k in DEFAULTS[spec["rule"]] if k != "mode" or spec[k] != "min"]
+    keys = [k for k in DEFAULTS[spec["rule"]] if k != "metric" and (k != "mode" or spec[k] != "min")]
     return f"{spec['rule']} ({', '.join(f'{k}={spec[k]:g}' if isinstance(spec[k], (int, float)) else f'{k}={spec[k]}' for k in keys)})"
 
 
