@@ -253,7 +253,9 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
     with the stopper's real code deciding on the recorded curves: a trial it stops ends one epoch
     after the decision (the stop reaches the training at the next epoch end) plus its recorded
     evaluation time. Returns what ``measure`` returns, and ``horizon``: the time up to which the
-    recording sufficed (a trial needed beyond what was recorded ends the simulation there)."""
+    recording sufficed (when a worker found no recorded trial left, or a trial needed more epochs
+    than were recorded: the trainings still running then go on, but a live run would also have
+    started others, so past the horizon the counts and the best are lower bounds)."""
     import heapq
 
     from emews_py.farm import stoppers
@@ -287,7 +289,7 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
     done, n_stopped = [], 0
     while heap:
         now, _, kind, t, k = heapq.heappop(heap)
-        if now > horizon:
+        if now > window:
             break
         if t.get("gone"):
             continue
@@ -315,7 +317,7 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
         elif t["status"] == "completed" and t["objective"] is not None:
             done.append((now, float(t["objective"])))
         take(now)
-    done = [(x, y) for x, y in sorted(done) if x <= min(window, horizon)]
+    done = [(x, y) for x, y in sorted(done) if x <= window]
     return {"completed": len(done), "stopped": n_stopped,
             "best": min((y for _, y in done), default=math.inf), "curve": done,
             "horizon": horizon}
@@ -371,7 +373,7 @@ def main_replay(a, seeds: list[int]) -> int:
             real = measure(a.replay, f"{pilot}-none-s{s}", a.window)
             for st in a.stoppers:
                 results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window)
-                cut = "" if m["horizon"] >= a.window else f" (recording ran out at {m['horizon']:.0f} s)"
+                cut = "" if m["horizon"] >= a.window else f" (recording used up at {m['horizon']:.0f} s)"
                 print(f"[stopping] {pilot} seed {s} {st}: {m['completed']} completed, "
                       f"{m['stopped']} stopped, best {m['best']:.4f}{cut}")
             print(f"[stopping] {pilot} seed {s}: the real run without stopping: "
