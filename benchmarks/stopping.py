@@ -191,9 +191,9 @@ def report(pilot: str, results: dict, stoppers: list[str], seeds: list[int], win
             ratios.append(time_to(r["curve"], b["best"]) / tb if tb > 0 else math.inf)
         med = statistics.median(ratios)
         shown = "never" if math.isinf(med) else f"{med:.2f}x"
-        print(f"{st:<26} {comp:>9g} {stp:>7g} {best:>13.4f} {'/'.join(map(str, bsw)):>17} "
+        print(f"{st:<26} {comp:>9g} {stp:>7g} {best:>13.4g} {'/'.join(map(str, bsw)):>17} "
               f"{shown:>14}")
-        print(f"{'':<26} per seed: best " + ", ".join(f"{r['best']:.4f}" for r in rows)
+        print(f"{'':<26} per seed: best " + ", ".join(f"{r['best']:.4g}" for r in rows)
               + "; t ratio " + ", ".join("never" if math.isinf(x) else f"{x:.2f}"
                                          for x in ratios))
 
@@ -333,6 +333,10 @@ def main() -> int:
     ap.add_argument("--algo", default="optuna")
     ap.add_argument("--procs", type=int, default=3)
     ap.add_argument("--runs", default=str(REPO / "runs" / "stopping"))
+    ap.add_argument("--pool", action="store_true",
+                    help="replay: after a seed's own recorded trainings, the other seeds' (in seed "
+                         "order, cyclically): random-sampler trainings are independent draws from "
+                         "the space, so this is a longer random search of the same kind")
     ap.add_argument("--replay", default="", metavar="DB",
                     help="no runs: replay the stoppers on the learning curves recorded by the runs "
                          "without stopping in this store (a run of this script with --stoppers "
@@ -358,7 +362,7 @@ def main() -> int:
                 exp = run(pilot, s, st, a, runs, db)
                 results[(st, s)] = m = measure(db, exp, a.window)
                 print(f"[stopping] {exp}: {m['completed']} completed, {m['stopped']} stopped, "
-                      f"best {m['best']:.4f} ({time.time() - t:.0f} s, load "
+                      f"best {m['best']:.4g} ({time.time() - t:.0f} s, load "
                       f"{os.getloadavg()[0]:.1f})", flush=True)
         report(pilot, results, a.stoppers, seeds, a.window)
     return 0
@@ -368,16 +372,20 @@ def main_replay(a, seeds: list[int]) -> int:
     print(f"[stopping] replay of the curves recorded in {a.replay}, {a.window:g} s per run")
     for pilot in a.pilots:
         results = {}
+        rec = {s: recorded(a.replay, f"{pilot}-none-s{s}") for s in seeds}
         for s in seeds:
-            trials, first = recorded(a.replay, f"{pilot}-none-s{s}")
+            trials, first = rec[s]
+            if a.pool:
+                k = seeds.index(s)
+                trials = [t for o in seeds[k:] + seeds[:k] for t in rec[o][0]]
             real = measure(a.replay, f"{pilot}-none-s{s}", a.window)
             for st in a.stoppers:
                 results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window)
                 cut = "" if m["horizon"] >= a.window else f" (recording used up at {m['horizon']:.0f} s)"
                 print(f"[stopping] {pilot} seed {s} {st}: {m['completed']} completed, "
-                      f"{m['stopped']} stopped, best {m['best']:.4f}{cut}")
+                      f"{m['stopped']} stopped, best {m['best']:.4g}{cut}")
             print(f"[stopping] {pilot} seed {s}: the real run without stopping: "
-                  f"{real['completed']} completed, best {real['best']:.4f} in {a.window:g} s; "
+                  f"{real['completed']} completed, best {real['best']:.4g} in {a.window:g} s; "
                   f"recorded {len(trials)} trainings")
         report(pilot, results, a.stoppers, seeds, a.window)
     return 0
