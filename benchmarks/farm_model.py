@@ -189,7 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ahead", type=farmsim.parse_ahead, default="auto",
                     help="mlrMBO stream's look-ahead in the runs and predictions: auto (its default "
                          "since 2026-11-29) or 0 (before)")
-    ap.add_argument("--scale", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--scale", type=int, nargs="*", default=[1024, 4096, 16384],
+                    help="worker counts to predict (none: validation only)")
     ap.add_argument("--mean", type=float, default=600.0)
     ap.add_argument("--cv", type=float, default=1.0)
     ap.add_argument("--per-worker", type=int, default=10)
