@@ -3,7 +3,9 @@
 #   batch   propose propose.points points, wait for all of them (eq_batch), refit: the
 #           CANDLE/Supervisor behaviour;
 #   stream  keep every worker busy: whenever results arrive (eq_results), propose as many points
-#           as there are free workers (random points until min.fit results are in).
+#           as there are free workers, plus enough to keep `ahead` trials queued in the driver
+#           for the workers that finish during the proposal (scale.R); random points until
+#           min.fit results are in.
 # Ends with eq_done and the final message (see mlrMBO.R).
 
 mbo_log <- function(S, fmt, ...) if (isTRUE(S$ctl$verbose)) message(sprintf(paste0("mlrMBO: ", fmt), ...))

@@ -16,7 +16,7 @@
 #   workers          number of farm workers (used when the driver does not report `free`).
 #   seed             RNG seed (default: none).
 #   mode             "stream" (default): keep every worker busy, propose as many points as there
-#                    are free workers each time results arrive; "batch": propose propose.points,
+#                    are free workers (plus `ahead`) each time results arrive; "batch": propose propose.points,
 #                    wait for all of them (eq_batch), refit (the CANDLE/Supervisor behaviour).
 #   minimize         TRUE (default); FALSE maximizes the objective.
 #   y.trafo          the surrogate's target scale: "auto" (default): "slog" when the observed
