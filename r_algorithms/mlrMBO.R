@@ -4,7 +4,7 @@
 # a Latin hypercube initial design holding every discrete value, a random-forest surrogate with
 # standard errors (for numeric spaces a Gaussian process while data are few, as mlrMBO's kriging),
 # (q)LCB infill with lambda ~ Exp(1) per point as in setMBOControlMultiPoint(method = "cb") (EI
-# for a single point), and focus search (mlrMBO >= 1.1: opt.restarts = 3,
+# for a single point from the GP), and focus search (mlrMBO >= 1.1: opt.restarts = 3,
 # opt.focussearch.maxit = 5, opt.focussearch.points = 1000). It adds a few extras that mlrMBO
 # does not have (local candidates around the best points, an automatic log scale for skewed
 # objectives, a design capped at half the budget, spacing within a batch, each point chosen from

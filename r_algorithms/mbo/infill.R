@@ -5,12 +5,14 @@
 # "mean" is -EI and every lambda is 0. With q > 1 every point then has the same criterion and
 # the batch spacing (batch.dist) keeps the points apart.
 #
-# infill = "auto" (default): EI when one point is proposed (stream mode's usual round), qLCB for
-# several; "ei" and "cb" force one or the other.
+# infill = "auto" (default): EI when the GP proposes one point (stream mode's usual round), qLCB
+# for several and for the forest (whose se, a spread over trees, is not a predictive sd, so
+# EI's trade-off has no footing there; the forest's path stays as measured before); "ei" and
+# "cb" force one or the other.
 
 mbo_use_ei <- function(ctl, q, model) {
   if (model$kind == "none") return(FALSE)
-  switch(ctl$infill, ei = TRUE, cb = FALSE, auto = q == 1L)
+  switch(ctl$infill, ei = TRUE, cb = FALSE, auto = q == 1L && model$kind == "gp")
 }
 
 # expected improvement of a minimization below ybest, for predictions mean, se

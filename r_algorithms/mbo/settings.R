@@ -54,8 +54,8 @@
 #                    (default 200; the GP's fit costs O(n^3)).
 #   gp.restarts      maximum-likelihood restarts of the GP's hyperparameters (default 3).
 #   infill           the infill criterion (infill.R): "auto" (default): expected improvement
-#                    when one point is proposed, qLCB (lambda) for several; "ei"; "cb" (qLCB
-#                    always, mlrMBO's multi-point "cb").
+#                    when the GP proposes one point, qLCB (lambda) for several points and for
+#                    the forest; "ei"; "cb" (qLCB always, mlrMBO's multi-point "cb").
 #   splitrule        ranger split rule: "extratrees" (default: random split points, a smoother
 #                    mean than "variance" splits; scikit-optimize's forest default) or "variance".
 #   replace          bootstrap (TRUE) or subsample 63.2% without replacement (FALSE, default).
@@ -247,7 +247,7 @@ mbo_settings <- function(s) {
   ctl$gp.max.n <- as.integer(ctl$gp.max.n); ctl$gp.restarts <- as.integer(ctl$gp.restarts)
   if (!(length(ctl$infill) == 1L && ctl$infill %in% c("auto", "ei", "cb")))
     fail("infill = '", paste(ctl$infill, collapse = "', '"), "' is not supported; use 'auto' (default: ",
-         "expected improvement for a single point, qLCB for several), 'ei' or 'cb' (qLCB, mlrMBO's ",
+         "expected improvement when the GP proposes a single point, else qLCB), 'ei' or 'cb' (qLCB, mlrMBO's ",
          "multi-point criterion).")
   if (!(ctl$select %in% c("pool", "lambda")))
     fail("select = '", ctl$select, "' is not supported; use 'pool' (default) or 'lambda' (mlrMBO's choice).")

@@ -91,6 +91,7 @@ test_that("expected improvement: zero se gives the plain improvement; more se, m
   expect_true(mbo_use_ei(ctl, 1L, gp))                                # auto: EI for one point,
   expect_false(mbo_use_ei(ctl, 8L, gp))                               # qLCB for a batch
   expect_false(mbo_use_ei(ctl, 1L, list(kind = "none")))              # no model yet: no EI
+  expect_false(mbo_use_ei(ctl, 1L, list(kind = "ranger")))            # the forest keeps qLCB
   expect_true(mbo_use_ei(modifyList(ctl, list(infill = "ei")), 8L, gp))
   expect_error_paragraph(mbo_settings(list(param.set.file = "x.R", infill = "pi")),
                          "infill = 'pi' is not supported; use 'auto'")
