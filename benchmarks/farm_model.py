@@ -143,7 +143,9 @@ def calibrate(engine, a) -> tuple[dict, dict]:
             rs, design = rounds(msgs)
             min_fit = max(2, math.ceil(design / 2))
             for n, q, s in rs:
-                key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else "mbo"
+                # per mode: stream refits with its pending trials (pending = 'believer'), batch
+                # has none, so the same q costs more in stream mode
+                key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else algo
                 samples[key].append((n, q, s))
             g += gaps(c, e["id"])
             lag += result_lags(c, e["id"], msgs)
@@ -154,17 +156,20 @@ def calibrate(engine, a) -> tuple[dict, dict]:
                 {"e": e["id"]}).mappings()]
             per[e["id"]] = dict(name=e["name"], algo=algo, workers=w, design=design,
                                 min_fit=min_fit, durations=dur, real=measure(engine, e["id"]))
-    cal = dict(cost=farmsim.fit_cost(samples["mbo"]) if samples["mbo"] else farmsim.Cost(),
+    fit = lambda k: farmsim.fit_cost(samples[k]) if samples[k] else farmsim.Cost()  # noqa: E731
+    cal = dict(cost={"stream": fit("stream"), "batch": fit("batch")},
+               rounds={k: len(v) for k, v in samples.items()},
                random_cost=farmsim.fit_cost(samples["random"]) if samples["random"] else farmsim.Cost(),
                gap_s=statistics.median(g) if g else 0.0,
                result_s=statistics.median(lag) if lag else 0.0, driver_s=a.driver_s,
-               n_mbo=len(samples["mbo"]), n_random=len(samples["random"]))
+               n_random=len(samples["random"]))
     return per, cal
 
 
 def simulate_run(r: dict, cal: dict, ahead) -> farmsim.Outcome:
     W, d = r["workers"], r["durations"]
-    opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"], cal["cost"],
+    opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"],
+                                cal["cost"].get(r["algo"], farmsim.Cost()),
                                 cal["random_cost"], ahead)
     return farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]), opt, d)
 
@@ -206,7 +211,9 @@ def main(argv=None) -> int:
     per, cal = calibrate(eng, a)
     eng.dispose()
     print(f"calibration from {store} ({len(per)} runs):")
-    print(f"  mlrMBO proposal per round: {fmt_cost(cal['cost'])} ({cal['n_mbo']} rounds)")
+    for mode in ("stream", "batch"):
+        print(f"  mlrMBO {mode} proposal per round: {fmt_cost(cal['cost'][mode])} "
+              f"({cal['rounds'].get(mode, 0)} rounds)")
     print(f"  random points per round:   {fmt_cost(cal['random_cost'])} ({cal['n_random']} rounds)")
     print(f"  hand-out gap {cal['gap_s'] * 1000:.0f} ms, result to optimizer {cal['result_s'] * 1000:.0f} ms, "
           f"driver {cal['driver_s'] * 1e6:.0f} us per trial and per result")
@@ -242,7 +249,8 @@ def main(argv=None) -> int:
             for algo in ("batch", "random", "stream"):
                 dist = farmsim.lognormal(a.mean, a.cv, 0)
                 budget = a.per_worker * W
-                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, cost, cal["random_cost"], a.ahead)
+                c = cost.get(algo, farmsim.Cost()) if isinstance(cost, dict) else cost
+                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, c, cal["random_cost"], a.ahead)
                 o = farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]),
                                      opt, dist)
                 ideal = farmsim.list_schedule([dist(i) for i in range(budget)], W)
