@@ -352,11 +352,13 @@ def list_schedule(durations: Sequence[float], workers: int) -> Outcome:
 
 # ---- the command line: emews simulate-farm ------------------------------------------------------
 
-# Defaults measured on the 2-core reference machine (docs/scale.md says how): the driver's cost per
-# trial from benchmarks/dispatch.py, hand-out and result latencies and mlrMBO's proposal cost
-# fitted from the real runs of benchmarks/utilization.py (benchmarks/farm_model.py prints them).
-DEFAULTS = dict(driver_s=6.4e-5, gap_s=0.02, result_s=0.05, cost="1.0,0.05,0.002,0",
-                random_cost="0.3,0.002,0,0")
+# Defaults measured 2026-11-29 (docs/scale.md): mlrMBO's proposal cost from
+# benchmarks/proposal_cost.py's CPU time (10-D mixed space, fit.max = 1000: the optimizer on a core
+# of its own), random.R's time per batch, the hand-out and result latencies from the real runs of
+# benchmarks/utilization.py (benchmarks/farm_model.py prints them), and rank 0's cost per trial and
+# per result from benchmarks/dispatch.py's 7,800 trials/s.
+DEFAULTS = dict(driver_s=6.4e-5, gap_s=0.038, result_s=0.008, cost="2.04,0.0441,0,0",
+                random_cost="0.45,0,0,0")
 
 
 def add_parser(sub) -> None:
