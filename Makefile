@@ -56,8 +56,14 @@ $(VENV)/.installed: deps/requirements.txt setup.cfg setup.py
 
 venv: $(VENV)/.installed
 
+# The tests run in TEST_JOBS processes (pytest-xdist), each taking whole test files (--dist
+# loadfile: a file's module fixtures, a PostgreSQL server or Chromium, start once). Most of a
+# test's time is spent waiting on sleeps, subprocesses and sockets, which 2 processes on 2 cores
+# overlap. TEST_JOBS=0: everything in one process, in order.
+TEST_JOBS ?= 2
+
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 # The variables reach the command through the environment, never re-parsed by the shell, so
 # SETTINGS="mode = 'batch'" and paths with spaces arrive as written.
