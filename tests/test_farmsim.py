@@ -163,3 +163,12 @@ def test_bench_pilot_sleeps_its_drawn_duration(tmp_path):
         want = duration(0.3, 1.0, 4, r["id"])
         assert want - 0.01 <= r["s"] <= want + 1.0, (r, want)
     assert len({round(duration(0.3, 1.0, 4, r["id"]), 6) for r in rows}) == 8   # they vary
+
+
+def test_bench_pilot_rejects_a_negative_duration_setting():
+    from emews_py.pilotkit.context import PilotError, TrialContext
+    from pilots.bench import run
+    for bad, name in (({"duration_mean": -1}, "duration_mean"),
+                      ({"duration_mean": 0.01, "duration_cv": -0.5}, "duration_cv")):
+        with pytest.raises(PilotError, match=name):
+            run(bad, TrialContext.local())
