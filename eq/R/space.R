@@ -43,6 +43,7 @@ eq_space_load <- function(file) {
                    "`param.set <- makeParamSet(...)`; an absolute path is safest because optimizers ",
                    "run in the run directory.")
   file <- normalizePath(file)
+  if (grepl("\\.json$", file, ignore.case = TRUE)) return(.eq_space_from_json(file))
   exprs <- tryCatch(parse(file = file, keep.source = TRUE), error = function(e) {
     m <- conditionMessage(e)
     lines <- strsplit(m, "\n", fixed = TRUE)[[1]]
@@ -81,6 +82,54 @@ eq_space_load <- function(file) {
                    if (length(ls(env))) paste(ls(env), collapse = ", ") else "nothing",
                    "). ", .eq_space_example)
   ps <- get("param.set", envir = env, inherits = FALSE)
+  eq_space_check(ps, file)
+  ps
+}
+
+# A JSON space (docs/eq-protocol.md, what `Rscript eq/R/space.R export` prints) as a ParamSet, so
+# that SPACE=file.json reaches R optimizers too. A trafo is R code: JSON can only point to it, so a
+# parameter with "trafo": true is read from the R file named in "source".
+.eq_space_from_json <- function(file) {
+  sp <- tryCatch(jsonlite::fromJSON(file, simplifyVector = FALSE), error = function(e)
+    .eq_space_fail("The search space file '", file, "' is not valid JSON: ", conditionMessage(e),
+                   ". Fix the JSON (format: docs/eq-protocol.md, `{\"params\": [{\"id\": ...}]}`)."))
+  if (!is.list(sp) || !is.list(sp$params) || !length(sp$params))
+    .eq_space_fail("The search space file '", file, "' has no \"params\" list; give ",
+                   "`{\"params\": [{\"id\": \"x1\", \"type\": \"numeric\", \"lower\": 0, \"upper\": 1}]}` ",
+                   "(format: docs/eq-protocol.md).")
+  if (any(vapply(sp$params, function(p) isTRUE(p$trafo), logical(1)))) {
+    src <- sp$source
+    if (!is.character(src) || !file.exists(src))
+      .eq_space_fail("The search space file '", file, "' has a parameter with \"trafo\": true but ",
+                     "no readable R \"source\" file that defines the transformation; give SPACE as ",
+                     "the ParamHelpers R file, or drop the trafo.")
+    return(eq_space_load(src))
+  }
+  pars <- lapply(seq_along(sp$params), function(i) {
+    p <- sp$params[[i]]
+    id <- p$id; type <- p$type
+    if (!is.character(id) || !nzchar(id) || !is.character(type))
+      .eq_space_fail("In the search space file '", file, "', parameter ", i, " needs a string ",
+                     "\"id\" and a \"type\" (numeric, integer, discrete or logical).")
+    tryCatch(switch(type,
+      numeric = makeNumericParam(id, lower = as.numeric(p$lower), upper = as.numeric(p$upper)),
+      integer = makeIntegerParam(id, lower = as.numeric(p$lower), upper = as.numeric(p$upper)),
+      discrete = {
+        v <- p$values
+        if (all(vapply(v, function(x) length(x) == 1L && !is.list(x), logical(1)))) {
+          same <- length(unique(vapply(v, function(x) class(x)[1], ""))) == 1L
+          if (same) v <- unlist(v) else names(v) <- vapply(v, as.character, "")
+        }
+        makeDiscreteParam(id, values = v)
+      },
+      logical = makeLogicalParam(id),
+      .eq_space_fail("In the search space file '", file, "', parameter '", id, "' has type '",
+                     type, "'; use numeric, integer, discrete or logical.")),
+      eq_space_error = function(e) stop(e),
+      error = function(e) .eq_space_fail("In the search space file '", file, "', parameter '", id,
+                                         "' is not valid: ", conditionMessage(e), "."))
+  })
+  ps <- do.call(makeParamSet, pars)
   eq_space_check(ps, file)
   ps
 }

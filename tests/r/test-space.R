@@ -72,3 +72,26 @@ test_that("Rscript eq/R/space.R export/transform (good and bad)", {
   expect_true(identical(pts[[1]]$batch_size, 32L) && identical(pts[[2]]$batch_size, 1024L) && pts[[2]]$learning_rate == 0.1,
               info = paste("transform CLI:", paste(out, collapse = "")))
 })
+
+test_that("a JSON space (SPACE=file.json) loads as the ParamSet it was exported from", {
+  for (f in c("bench_branin.R", "bench_mixed.R", "bench_hartmann6.R")) {
+    ps <- eq_space_load(space(f))
+    js <- tempfile(fileext = ".json")
+    writeLines(eq_space_json(ps), js)            # without "source": the JSON stands alone
+    back <- eq_space_load(js)
+    expect_identical(eq_space_json(back), eq_space_json(ps), info = f)
+  }
+  # trafo: read from the R source the JSON names; without one, one clear paragraph
+  ps <- eq_space_load(space("candle_example_space.R"))
+  js <- tempfile(fileext = ".json")
+  writeLines(eq_space_json(ps, space("candle_example_space.R")), js)
+  expect_identical(eq_space_json(eq_space_load(js)), eq_space_json(ps))
+  writeLines(eq_space_json(ps), js)
+  expect_error(eq_space_load(js), "\"trafo\": true but no readable R \"source\"", class = "eq_space_error")
+  writeLines('{"params": [{"id": "a", "type": "character"}]}', js)
+  expect_error(eq_space_load(js), "parameter 'a' has type 'character'", class = "eq_space_error")
+  writeLines('{"params": [{"id": "a", "type": "numeric", "lower": 0}]}', js)
+  expect_error(eq_space_load(js), "parameter 'a' is not valid", class = "eq_space_error")
+  writeLines('{"params": ', js)
+  expect_error(eq_space_load(js), "is not valid JSON", class = "eq_space_error")
+})
