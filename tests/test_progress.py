@@ -189,3 +189,20 @@ def test_live_line_on_a_terminal(tmp_path):
     summary = [line for line in shown if line.startswith("[emews] ")][-6:]
     assert summary[0].startswith("[emews] run directory: ")
     assert "[emews] trials by status: completed 3, failed 1" in summary, text
+
+
+def test_the_line_counts_early_stopped_trials_as_finished_not_failed():
+    """STOPPER: a stopped trial is neither completed nor failed; the line says how many, and the
+    estimate of what is left counts them as done."""
+    from types import SimpleNamespace as T
+
+    from emews_py.farm.progress import Progress
+    from emews_py.trials import TrialStatus as S
+    p = Progress(10, mode="plain", start=0.0)
+    for st, obj in [(S.COMPLETED, 0.5), (S.COMPLETED, 0.3), (S.STOPPED, 0.9), (S.STOPPED, 0.8),
+                    (S.FAILED, None)]:
+        p.finished(T(status=st, objective=obj))
+    line = p.text(100.0, running=2)
+    assert line.startswith("2/10 completed, 2 stopped, 2 running, 1 failed, best 0.3, ")
+    assert line.endswith("~1m40s left")   # 5 left at 5 per 100 s
+    assert "stopped" not in Progress(10, mode="plain", start=0.0).text(1.0, running=0)

@@ -170,3 +170,25 @@ def test_eqpy_history_returns_the_finished_trials_with_the_non_finite_rule(tmp_p
         else:
             assert o == repr(float(r["objective"]))          # inf for a diverged loss, as live
     assert "inf" in final["objective"]
+
+
+def test_history_from_the_store_keeps_early_stopped_trials_with_their_value(tmp_path):
+    """queries.history: a stopped trial (STOPPER) is a finished evaluation of its point: it comes
+    with status "stopped" and the objective at the stop; cancelled ones stay out."""
+    from emews_py import store
+    from emews_py.store.queries import history
+    from emews_py.trials import Result, Trial, TrialStatus as S
+    eng = store.init_db(f"sqlite:///{tmp_path / 'h.db'}")
+    w = store.Writer(eng)
+    e = w.create_experiment(name="h", pilot="bench", algorithm="mlrMBO")
+    ids = w.add_trials(e, [{"x": 1}, {"x": 2}, {"x": 3}], submitted=1.0)
+    for i, (st, obj) in zip(ids, [(S.COMPLETED, 0.5), (S.STOPPED, 0.9), (S.CANCELLED, None)]):
+        t = Trial(i, {}, 1.0)
+        t.start(1, "h", 2.0)
+        t.finish(Result(i, st, 2.0, 3.0, 1, "h", obj, None, stopped_epoch=2 if st is S.STOPPED else None))
+        w.trial_changed(t)
+    assert w.flush()
+    h = history(eng, e)
+    assert [(r["id"], r["status"], r["objective"]) for r in h["results"]] == \
+        [(ids[0], "completed", 0.5), (ids[1], "stopped", 0.9)]
+    eng.dispose()

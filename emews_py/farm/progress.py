@@ -61,7 +61,7 @@ class Progress:
         self.mode = mode or mode_from_env()
         self.every = every if every is not None else every_from_env()
         self.start = start if start is not None else time.time()
-        self.completed = self.failed = self.timeout = 0
+        self.completed = self.failed = self.timeout = self.stopped = 0
         self.best: float | None = None
         self.done_here = 0           # finished in this job: the rate for the estimate
         self.last_shown = self.start
@@ -84,9 +84,11 @@ class Progress:
             self.failed += 1
         elif s is TrialStatus.TIMEOUT:
             self.timeout += 1
+        elif s is TrialStatus.STOPPED:     # by the early stopper (STOPPER): finished, not failed
+            self.stopped += 1
 
     def finished(self, t) -> None:
-        """A trial of this job finished (completed, failed or timeout)."""
+        """A trial of this job finished (completed, stopped, failed or timeout)."""
         self.count(t)
         self.done_here += 1
 
@@ -97,14 +99,15 @@ class Progress:
         failed = f"{bad} failed" + (f" ({self.timeout} timeout)" if self.timeout else "")
         best = "-" if self.best is None else f"{self.best:.4g}"
         elapsed = now - self.start
-        return (f"{done} completed, {running} running, {failed}, best {best}, "
+        stopped = f"{self.stopped} stopped, " if self.stopped else ""
+        return (f"{done} completed, {stopped}{running} running, {failed}, best {best}, "
                 f"{duration(elapsed)} elapsed, {self.eta(elapsed)} left")
 
     def eta(self, elapsed: float) -> str:
         """From this job's completion rate; "?" until a few trials finished (or no budget)."""
         if not self.budget or self.done_here < ETA_AFTER or elapsed <= 0:
             return "?"
-        left = self.budget - (self.completed + self.failed + self.timeout)
+        left = self.budget - (self.completed + self.stopped + self.failed + self.timeout)
         if left <= 0:
             return "~0s"
         sec = left * elapsed / self.done_here

@@ -237,14 +237,20 @@ def end_experiment(engine: Engine, exp_id: int, status: ExperimentStatus, error:
     return n
 
 
+_VALUED = (TrialStatus.COMPLETED.value, TrialStatus.STOPPED.value)
+
+
 def history(engine: Engine, exp_id: int) -> dict | None:
     """What an optimizer may reuse of an earlier experiment (the EQ ``history`` message, mlrMBO's
     ``warm.start``): its space and its finished trials in id order, i.e. completed ones (a NaN
-    objective as None, an infinite one kept) and failed or timed-out ones (objective None), as
+    objective as None, an infinite one kept), early-stopped ones (status "stopped", the objective
+    at the stop, as the live streaming protocol gives it) and failed or timed-out ones (objective
+    None), as
     ``{"experiment", "name", "space", "results": [{"id", "params", "status", "objective",
     "metrics"}]}``. Cancelled, interrupted, queued and running trials tell nothing about their
     point and are left out. None when the store has no experiment ``exp_id``."""
-    finished = (TrialStatus.COMPLETED.value, TrialStatus.FAILED.value, TrialStatus.TIMEOUT.value)
+    finished = (TrialStatus.COMPLETED.value, TrialStatus.FAILED.value, TrialStatus.TIMEOUT.value,
+                TrialStatus.STOPPED.value)
     with engine.connect() as c:
         exp = c.execute(select(experiments.c.id, experiments.c.name, experiments.c.space_json)
                         .where(experiments.c.id == exp_id)).first()
@@ -255,7 +261,7 @@ def history(engine: Engine, exp_id: int) -> dict | None:
                          .where(trials.c.experiment_id == exp_id, trials.c.status.in_(finished))
                          .order_by(trials.c.id)).all()
     results = [{"id": r.id, "params": r.params, "status": r.status,
-                "objective": objective_or_none(r.objective) if r.status == finished[0] else None,
+                "objective": objective_or_none(r.objective) if r.status in _VALUED else None,
                 "metrics": r.metrics} for r in rows]
     return {"experiment": exp.id, "name": exp.name, "space": exp.space_json, "results": results}
 
