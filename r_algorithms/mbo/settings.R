@@ -110,10 +110,10 @@
 #   fit.top          share of fit.max kept for the best points (default 0.25).
 #   ahead            stream mode: trials kept queued in the driver beyond the idle workers, so
 #                    that a worker finishing during a proposal starts its next trial at once.
-#                    "auto" (default): the most results that arrived in one proposal round over
-#                    the last 5 rounds (about the results that arrive while one proposal is
-#                    computed), at most workers; a number fixes it; 0 proposes for idle workers
-#                    only (the behaviour before issue 9).
+#                    "auto" (default): twice the most results that arrived in one proposal round
+#                    over the last 5 rounds (the queue must cover the proposal in progress and
+#                    the next; scale.R), at most workers; a number fixes it; 0 proposes for idle
+#                    workers only (the behaviour before issue 9).
 #
 # Accepted and ignored: the names the workflow (emews_py/cli.py) or the farm may put into the
 # settings for other purposes (MBO_WORKFLOW_SETTINGS below).
