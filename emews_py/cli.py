@@ -565,11 +565,7 @@ def use_gpus(gpus: str) -> None:
 def cmd_workflow(a: argparse.Namespace) -> int:
     try:
         gpus = gpus_of(getattr(a, "gpus_per_node", ""))
-    except UsageError as e:
-        sys.stderr.write(f"emews: error: {e}\n")
-        return 2
-    try:
-        hosts = hosts_of(a)   # first: PROCS may come from it
+        hosts = hosts_of(a)   # before prepare(): PROCS may come from it
     except UsageError as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
@@ -617,9 +613,10 @@ def cmd_submit(a: argparse.Namespace) -> int:
     except (UsageError, SpaceError, PilotError, sites.SiteError) as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
-    values.update(procs=str(procs), mpiexec=shlex.quote(default_mpiexec()),
+    mpiexec = default_mpiexec()
+    values.update(procs=str(procs), mpiexec=shlex.quote(mpiexec),
                   job_name=cfg.exp if cfg.resume is None else f"{cfg.exp}-resume{cfg.resume}")
-    farm = sites.launch_command(site, procs, default_mpiexec(), os.environ.get("EMEWS_LAUNCHER"))
+    farm = sites.launch_command(site, procs, mpiexec, os.environ.get("EMEWS_LAUNCHER"))
     farm += [sys.executable, "-m", "emews_py.farm", str(cfg_file)]
     gpus = ["--gpus-per-node", values["gpus_per_node"]] if values["gpus_per_node"] else []
     command = [sys.executable, "-m", "emews_py.cli", "launch", *gpus, str(cfg_file), "--", *farm]

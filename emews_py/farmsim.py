@@ -30,7 +30,6 @@ import argparse
 import heapq
 import json
 import math
-import random
 import sys
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -52,12 +51,8 @@ def lognormal(mean: float, cv: float, seed: int = 0) -> Callable[[int], float]:
         raise FarmSimError(f"the mean trial duration must be a positive number of seconds, not {mean}")
     if not (cv >= 0 and math.isfinite(cv)):
         raise FarmSimError(f"the coefficient of variation must be >= 0, not {cv}")
-    s2 = math.log1p(cv * cv)
-    mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
-
-    def draw(i: int) -> float:
-        return random.Random(f"bench-duration:{seed}:{i}").lognormvariate(mu, sigma)
-    return draw
+    from pilots.bench import duration
+    return lambda i: duration(mean, cv, seed, i)
 
 
 @dataclass(frozen=True)
@@ -134,8 +129,8 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
                ahead: int | str = 0, workers: int | None = None) -> Iterator:
     """mbo_loop_stream: the design at once, then at each answer propose for the free workers plus
     the look-ahead of r_algorithms/mbo/scale.R's mbo_stream_q: ``ahead`` trials kept queued beyond
-    the idle workers ("auto": the most results that arrived in one round over the last 5, at most
-    W; 0: idle workers only, mlrMBO before issue 9)."""
+    the idle workers ("auto": twice the most results that arrived in one round over the last 5, at
+    most W; 0: idle workers only, mlrMBO before issue 9)."""
     n_sub = n_obs = 0
     history: deque[int] = deque(maxlen=5)
     if design:
@@ -159,7 +154,7 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
             free = 1
         history.append(got)
         if workers and ahead != 0:
-            a = min(workers, max(history) if ahead == "auto" else ahead)
+            a = min(workers, 2 * max(history) if ahead == "auto" else ahead)
             queued = max(0, npend - (workers - free))
             free += max(0, a - queued)
         q = min(free, budget - n_sub)

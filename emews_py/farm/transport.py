@@ -12,6 +12,7 @@ A worker on the driver's host (``signalable``) does better: the driver wakes it 
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import select
 import signal
@@ -38,6 +39,7 @@ WAKE_AFTER_S = 0.25   # the driver signals a rank it has not heard from or sent 
 WOKEN_IDLE_S = 0.5    # the longest sleep of a rank the driver signals (a missed wake costs this)
 
 
+@functools.cache   # fixed for a process's life; the driver asks once per worker's hello
 def node_id() -> str:
     """Where this process runs, as far as a pid is concerned: hostname, kernel (boot id) and PID
     namespace. The driver signals a worker by pid only when both say the same; a hostname alone

@@ -79,10 +79,7 @@ def run(params: dict, ctx) -> float:
                           to_int(p["duration_seed"], "duration_seed"), ctx.trial_id)
     epochs = to_int(p["epochs"], "epochs", 0)
     if sleep and not epochs:
-        end = time.time() + sleep
-        while time.time() < end:  # cooperative time limit, as a Keras callback would do
-            ctx.check_deadline()
-            time.sleep(min(0.05, max(0.0, end - time.time())))
+        train_for(sleep, ctx)
     if hang:
         time.sleep(hang)
     if to_bool(p["crash"], "crash"):
@@ -100,16 +97,22 @@ def train(final: float, epochs: int, seconds: float, curve: float, ctx) -> float
     """A simulated training whose val_loss at epoch e is final + curve / (e + 1)."""
     loss = math.inf
     for e in range(epochs):
-        end = time.time() + seconds / epochs
-        while time.time() < end:
-            ctx.check_deadline()
-            time.sleep(min(0.05, max(0.0, end - time.time())))
+        train_for(seconds / epochs, ctx)
         loss = final + curve / (e + 1)
         ctx.event("epoch_end", epoch=e, loss=loss, val_loss=loss)
         if ctx.stop_requested():   # as the Keras callback does at an epoch end
             ctx.mark_stopped(e)
             break
     return loss
+
+
+def train_for(seconds: float, ctx) -> None:
+    """Sleep as a training would take this long, checking the time limit (TIMEOUT) every 50 ms,
+    as a Keras callback does."""
+    end = time.time() + seconds
+    while time.time() < end:
+        ctx.check_deadline()
+        time.sleep(min(0.05, max(0.0, end - time.time())))
 
 
 def objective(p: dict, f: str) -> float:
