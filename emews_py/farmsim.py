@@ -130,7 +130,7 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
     """mbo_loop_stream: the design at once, then at each answer propose for the free workers plus
     the look-ahead of r_algorithms/mbo/scale.R's mbo_stream_q: ``ahead`` trials kept queued beyond
     the idle workers ("auto": twice the most results that arrived in one round over the last 5, at
-    most W; 0: idle workers only, mlrMBO before issue 9)."""
+    most 2 W; 0: idle workers only, mlrMBO before issue 9)."""
     n_sub = n_obs = 0
     history: deque[int] = deque(maxlen=5)
     if design:
@@ -154,7 +154,7 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
             free = 1
         history.append(got)
         if workers and ahead != 0:
-            a = min(workers, 2 * max(history) if ahead == "auto" else ahead)
+            a = min(2 * workers, 2 * max(history) if ahead == "auto" else ahead)
             queued = max(0, npend - (workers - free))
             free += max(0, a - queued)
         q = min(free, budget - n_sub)

@@ -60,16 +60,18 @@ mbo_dup_add <- function(E, v) {
 # (nothing running or queued for them); npend: this run's submitted trials without a result;
 # workers: the farm's size; nres: the results that just arrived. ahead = "auto" keeps twice as
 # many trials queued as results arrived in one round at most over the last 5 rounds, at most
-# `workers`: the points proposed now land only after this proposal, so the queue counted now must
-# cover the workers that finish while it is computed, and what lands must cover the next one
+# 2 x `workers`: the points proposed now land only after this proposal, so the queue counted now
+# must cover the workers that finish while it is computed, and what lands must cover the next one
 # (with once, measured at 64 workers: the queue ran dry every round and workers waited ~2 s for
-# each trial). A number fixes it; 0 proposes only for idle workers (before issue 9: workers
-# waited for every refit).
+# each trial; capped at `workers`, 64 workers with ~45 results a round: the queue held ~20 after
+# each round's points landed and ran dry mid-round, 10% of the worker time). A number fixes it
+# (also at most 2 x workers); 0 proposes only for idle workers (before issue 9: workers waited
+# for every refit).
 mbo_stream_q <- function(S, free, npend, workers, nres) {
   S$round.results <- tail(c(S$round.results, nres), 5L)
   a <- S$ctl$ahead
   if (is.na(workers) || identical(a, 0L)) return(free)
-  a <- if (identical(a, "auto")) min(workers, 2L * max(S$round.results)) else min(workers, a)
+  a <- if (identical(a, "auto")) min(2L * workers, 2L * max(S$round.results)) else min(2L * workers, a)
   queued <- max(0L, npend - (workers - free))
   free + max(0L, a - queued)
 }

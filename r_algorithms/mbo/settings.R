@@ -112,7 +112,7 @@
 #                    that a worker finishing during a proposal starts its next trial at once.
 #                    "auto" (default): twice the most results that arrived in one proposal round
 #                    over the last 5 rounds (the queue must cover the proposal in progress and
-#                    the next; scale.R), at most workers; a number fixes it; 0 proposes for idle
+#                    the next; scale.R), at most 2 x workers; a number fixes it; 0 proposes for idle
 #                    workers only (the behaviour before issue 9).
 #
 # Accepted and ignored: the names the workflow (emews_py/cli.py) or the farm may put into the
