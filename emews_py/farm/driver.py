@@ -112,6 +112,12 @@ class Driver:
         self.last_heartbeat = 0.0
         # STOPPER: epoch_end events feed the rule; a trial it condemns gets a HALT to its worker
         self.stopper = stoppers.make(cfg.stopper) if cfg.stopper else None
+        self.stopper_seeded = 0               # a resume: peer curves of the earlier jobs
+        if self.stopper is not None and cfg.resume:
+            seen = replay.epoch_history(self.engine, self.exp_id, cfg.stopper["metric"])
+            for tid, epoch, value in seen:
+                self.stopper.observe(tid, epoch, value)   # their verdicts are moot: finished
+            self.stopper_seeded = len({tid for tid, _, _ in seen})
 
     # ---- resume ------------------------------------------------------------------------------
     def open_resume(self) -> None:
@@ -174,7 +180,9 @@ class Driver:
         log(f"experiment {self.exp_id} '{cfg.exp}': optimizer {cfg.algo_file} (pid {pid}), "
             f"{self.n_workers} workers, mode {cfg.mode}")
         if self.stopper is not None:
-            log(f"early stopping: {stoppers.describe(cfg.stopper)} on {cfg.stopper['metric']}")
+            log(f"early stopping: {stoppers.describe(cfg.stopper)} on {cfg.stopper['metric']}"
+                + (f"; peers: the learning curves of {self.stopper_seeded} finished trial(s) of "
+                   f"the earlier jobs" if cfg.resume else ""))
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from emews_py.store.schema import eq_messages, trials
+from emews_py.store.schema import eq_messages, events, trials
 from emews_py.trials import Trial, TrialStatus, objective_or_none
 
 # STOPPED: an early stopper ended it (STOPPER); a resume does not train it again
@@ -56,6 +56,27 @@ def load_trials(engine: Engine, exp_id: int) -> list[Trial]:
                   objective_or_none(r["objective"]), r["metrics"], r["error"], r["attempts"] or 0,
                   stopped_epoch=r.get("stopped_epoch"))
         out.append(t)
+    return out
+
+
+def epoch_history(engine: Engine, exp_id: int, metric: str) -> list[tuple[int, int, object]]:
+    """(trial, epoch, value) of every fold-0 ``epoch_end`` event carrying ``metric`` of the
+    experiment's FINISHED trials, in the order they were stored: the peers an early stopper
+    (STOPPER) had seen when the earlier job ended, so a resumed job judges its trainings against
+    them instead of starting with no peers. Trials that had not finished run again and report
+    afresh, so their old events are left out."""
+    done = [s.value for s in FINISHED]
+    with engine.connect() as c:
+        rows = c.execute(select(events.c.trial_id, events.c.epoch, events.c.metrics)
+                         .join(trials, trials.c.id == events.c.trial_id)
+                         .where(trials.c.experiment_id == exp_id, trials.c.status.in_(done),
+                                events.c.kind == "epoch_end", events.c.epoch.is_not(None))
+                         .order_by(events.c.id)).all()
+    out = []
+    for tid, epoch, m in rows:
+        m = m or {}
+        if metric in m and not (m.get("fold") or 0):
+            out.append((tid, int(epoch), m[metric]))
     return out
 
 
