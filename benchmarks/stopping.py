@@ -287,6 +287,7 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
     for w in sorted(first):
         take(first[w])
     done, n_stopped = [], 0
+    stops: dict[int, int] = {}   # trial id -> epochs it trained before its stop took effect
     while heap:
         now, _, kind, t, k = heapq.heappop(heap)
         if now > window:
@@ -312,15 +313,18 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
         if kind == "cut":
             horizon = min(horizon, now)
             continue
+        t["spent"] = now - (t["t0"] - t["pre"])
         if kind == "stop":
             n_stopped += 1
+            stops[t["id"]] = t["stop_at"] + 1
         elif t["status"] == "completed" and t["objective"] is not None:
             done.append((now, float(t["objective"])))
         take(now)
     done = [(x, y) for x, y in sorted(done) if x <= window]
     return {"completed": len(done), "stopped": n_stopped,
             "best": min((y for _, y in done), default=math.inf), "curve": done,
-            "horizon": horizon}
+            "horizon": horizon, "stops": stops, "order": [t["id"] for t in trials],
+            "ends": {t["id"]: (t["t0"] - t["pre"], t["spent"]) for t in trials if "spent" in t}}
 
 
 def main() -> int:
@@ -335,11 +339,12 @@ def main() -> int:
     ap.add_argument("--runs", default=str(REPO / "runs" / "stopping"))
     ap.add_argument("--pool", action="store_true",
                     help="replay: after a seed's own recorded trainings, the other seeds' (in seed "
-                         "order, cyclically): random-sampler trainings are independent draws from "
-                         "the space, so this is a longer random search of the same kind")
-    ap.add_argument("--replay", default="", metavar="DB",
+                         "order, cyclically; those the recording cut off left out): random-sampler "
+                         "trainings are independent draws from the space, so this is a longer "
+                         "random search of the same kind")
+    ap.add_argument("--replay", nargs="+", default=[], metavar="DB",
                     help="no runs: replay the stoppers on the learning curves recorded by the runs "
-                         "without stopping in this store (a run of this script with --stoppers "
+                         "without stopping in these stores (URLs or SQLite files) (a run of this script with --stoppers "
                          "none and a longer --window), at --window seconds")
     a = ap.parse_args()
     if a.stoppers[0] != "none":
@@ -368,22 +373,78 @@ def main() -> int:
     return 0
 
 
+def why(trials: list[dict], base: dict, res: dict, stopper: str) -> str:
+    """Why a stopper did or did not reach the no-stopping run's best sooner: where that best was
+    in the order of trainings and when it came, whether this stopper stopped it, and how much of
+    the trainings' time the stops saved."""
+    by = {t["id"]: t for t in trials}
+    tb = time_to(base["curve"], base["best"])
+    if math.isinf(tb):
+        return "no completed training without stopping"
+    # the trial that gave the no-stopping best: the completed one with that objective, first
+    bid = next(i for i in base["order"] if by[i]["objective"] is not None
+               and abs(by[i]["objective"] - base["best"]) <= 1e-12)
+    k = base["order"].index(bid) + 1
+    t = by[bid]
+    cost = t["pre"] + t["ends"][-1] + t["post"]
+    line = (f"the no-stopping best is training #{k} (id {bid}, {len(t['ends'])} epochs, first "
+            f"epoch {100 * (t['pre'] + t['ends'][0]) / cost:.0f}% of its {cost:.0f} s), done at "
+            f"{tb:.0f} s")
+    if stopper == "none":
+        return line
+    if bid in res["stops"]:
+        line += f"; {stopper} stopped it after {res['stops'][bid]} epoch(s)"
+    else:
+        tr = time_to(res["curve"], base["best"])
+        line += f"; {stopper} kept it" + ("" if math.isinf(tr) else f", done at {tr:.0f} s")
+    # time the stopped trainings used, against what they would have used unstopped
+    spent = sum(res["ends"][i][1] for i in res["stops"] if i in res["ends"])
+    full = sum(by[i]["pre"] + by[i]["ends"][-1] + by[i]["post"] for i in res["stops"])
+    if full > 0:
+        line += (f"; its {len(res['stops'])} stops used {100 * spent / full:.0f}% of those "
+                 f"trainings' full time")
+    return line
+
+
+def store_for(dbs: list[str], exp: str) -> str:
+    """The first of the recording stores that holds experiment ``exp``."""
+    from sqlalchemy import create_engine, text
+    for db in dbs:
+        eng = create_engine(db)
+        try:
+            with eng.connect() as c:
+                if c.execute(text("SELECT 1 FROM experiments WHERE name = :n"),
+                             {"n": exp}).first():
+                    return db
+        finally:
+            eng.dispose()
+    raise SystemExit(f"stopping.py: no recording {exp!r} in {', '.join(dbs)}: record it first "
+                     f"with --stoppers none (see the docstring).")
+
+
 def main_replay(a, seeds: list[int]) -> int:
-    print(f"[stopping] replay of the curves recorded in {a.replay}, {a.window:g} s per run")
+    dbs = [d if "://" in d else f"sqlite:///{Path(d).resolve()}" for d in a.replay]
+    print(f"[stopping] replay of the curves recorded in {', '.join(dbs)}, {a.window:g} s per run")
     for pilot in a.pilots:
         results = {}
-        rec = {s: recorded(a.replay, f"{pilot}-none-s{s}") for s in seeds}
+        rec = {}
         for s in seeds:
-            trials, first = rec[s]
+            db = store_for(dbs, f"{pilot}-none-s{s}")
+            rec[s] = (*recorded(db, f"{pilot}-none-s{s}"), db)
+        for s in seeds:
+            trials, first, db = rec[s]
             if a.pool:
                 k = seeds.index(s)
-                trials = [t for o in seeds[k:] + seeds[:k] for t in rec[o][0]]
-            real = measure(a.replay, f"{pilot}-none-s{s}", a.window)
+                # the trainings the recording cut off are left out: their ends are unknown, and
+                # one in the middle of the pool would end the replay's horizon there
+                trials = [t for o in seeds[k:] + seeds[:k] for t in rec[o][0] if t["full"]]
+            real = measure(db, f"{pilot}-none-s{s}", a.window)
             for st in a.stoppers:
                 results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window)
                 cut = "" if m["horizon"] >= a.window else f" (recording used up at {m['horizon']:.0f} s)"
                 print(f"[stopping] {pilot} seed {s} {st}: {m['completed']} completed, "
                       f"{m['stopped']} stopped, best {m['best']:.4g}{cut}")
+                print(f"[stopping]   why: {why(trials, results[('none', s)], m, st)}")
             print(f"[stopping] {pilot} seed {s}: the real run without stopping: "
                   f"{real['completed']} completed, best {real['best']:.4g} in {a.window:g} s; "
                   f"recorded {len(trials)} trainings")

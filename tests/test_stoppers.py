@@ -162,6 +162,36 @@ def test_quantile_matches_numpy():
         assert math.isclose(stoppers.quantile(xs, q), float(np.quantile(xs, q)))
 
 
+# ---- the benchmark's replay (benchmarks/stopping.py --replay) ---------------------------------
+def test_benchmark_replay_times_a_stop_like_the_farm():
+    # One worker, three recorded trainings of 4 epochs (1 s each, 0.5 s of evaluation after the
+    # last): a stop decided at an epoch's end takes effect at the next epoch end, then the
+    # evaluation, and the worker takes the next training at once.
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "stopping.py"
+    spec = importlib.util.spec_from_file_location("stopping_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def trial(i, vals):
+        return {"id": i, "pre": 0.0, "ends": [1.0, 2.0, 3.0, 4.0], "vals": vals, "post": 0.5,
+                "full": True, "status": "completed", "objective": vals[-1]}
+    rec = [trial(1, [1.0, 0.9, 0.8, 0.7]), trial(2, [5.0, 5.0, 5.0, 5.0]),
+           trial(3, [0.5, 0.4, 0.3, 0.2])]
+    base = bench.replay([dict(t) for t in rec], {1: 0.0}, "none", 100.0)
+    assert base["curve"] == [(4.5, 0.7), (9.0, 5.0), (13.5, 0.2)] and base["stopped"] == 0
+    res = bench.replay([dict(t) for t in rec], {1: 0.0}, "asha:eta=2", 100.0)
+    # trial 2 is judged after its first epoch (5.5 s), stops at its second's end (6.5 s) + 0.5 s
+    assert res["stops"] == {2: 2} and res["stopped"] == 1
+    assert res["curve"] == [(4.5, 0.7), (11.5, 0.2)]
+    assert bench.time_to(res["curve"], base["best"]) / bench.time_to(base["curve"], base["best"]) \
+        == pytest.approx(11.5 / 13.5)
+    assert "training #3 (id 3" in bench.why(rec, base, res, "asha")
+    # equal wall time: what ends after the window is not counted
+    assert bench.replay([dict(t) for t in rec], {1: 0.0}, "none", 10.0)["best"] == 0.7
+
+
 # ---- the real farm ----------------------------------------------------------------------------
 GOOD = {"x1": 3.14159, "x2": 2.275}     # branin ~ 0.398
 BAD = {"x1": -5.0, "x2": 0.0}           # branin ~ 308
