@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -92,6 +93,65 @@ def rounds(msgs: list[dict]) -> tuple[list[tuple], int]:
     return out, design or 0
 
 
+RULES = (0, "auto-1x-W", "auto-2x-W", "auto")   # farmsim.AHEAD_RULES, oldest first
+
+
+def detect_ahead(msgs: list[dict], W: int, budget: int) -> tuple[int | str, dict]:
+    """Which of mlrMBO's stream look-ahead rules a run used: its transcript replayed round by
+    round (results delivered, the driver's `free`, trials pending) through each rule of
+    scale.R's mbo_stream_q, counting the rounds where the rule proposes exactly the points the
+    run submitted. Returns the best rule and {rule: (rounds matched, rounds)}."""
+    hist = {r: deque(maxlen=5) for r in RULES}
+    hits = dict.fromkeys(RULES, 0)
+    total = n_sub = n_obs = 0
+    rnd = None                      # (results, free, pending) of the answer just given
+    for m in msgs:
+        if m["direction"] == "out":
+            p = json.loads(m["payload"])
+            if p.get("ids") and p.get("load"):
+                n_obs += len(p["ids"])
+                rnd = (len(p["ids"]), p["load"]["free"], n_sub - n_obs)
+            continue
+        k, pts = kind_of(m["payload"])
+        if k == "submit" and rnd is None and n_sub:     # a round without eq_results (none pending)
+            rnd = (0, max(0, W - (n_sub - n_obs)), n_sub - n_obs)
+        if rnd is not None and n_sub < budget:
+            got, free, npend = rnd
+            if free <= 0 and npend == 0:
+                free = 1
+            total += 1
+            for r in RULES:
+                hist[r].append(got)
+                q = free if r == 0 else free + max(
+                    0, farmsim.lookahead(r, W, hist[r]) - max(0, npend - (W - free)))
+                hits[r] += max(0, min(q, budget - n_sub)) == (pts if k == "submit" else 0)
+        rnd = None
+        if k == "submit":
+            n_sub += pts
+    best = max(RULES, key=lambda r: (hits[r], RULES.index(r)))
+    return best, {r: (hits[r], total) for r in RULES}
+
+
+def read_logs(paths) -> dict:
+    """{(store, experiment id): load average} from benchmarks/utilization.py's printed logs (its
+    header names the store; each row ends with the 1/5/15-minute load averages at the run's end
+    and its wall time). The average whose window is nearer the run's wall time is taken: the
+    1-minute one for runs under ~2 minutes (the geometric mean of 1 and 5), else the 5-minute."""
+    out = {}
+    for path in paths or ():
+        store = None
+        for line in Path(path).read_text().splitlines():
+            m = re.search(r"store (\S+emews\.db)", line)
+            if m:
+                store = str(Path(m.group(1)).resolve())
+                continue
+            m = re.search(r"\s(\d+)\s+load average ([\d.]+) ([\d.]+) [\d.]+ \(wall (\d+) s\)", line)
+            if m and store:
+                l1, l5, wall = float(m.group(2)), float(m.group(3)), float(m.group(4))
+                out[store, int(m.group(1))] = l1 if wall < 134 else l5
+    return out
+
+
 GAP_SQL = """SELECT worker, (julianday(started_at) - 2440587.5) * 86400 AS s,
                     (julianday(finished_at) - 2440587.5) * 86400 AS f,
                     (julianday(submitted_at) - 2440587.5) * 86400 AS q
@@ -133,53 +193,96 @@ def algo_of(name: str) -> tuple[str, int]:
     return algo, int(w[1:])
 
 
-def calibrate(engine, a) -> tuple[dict, dict]:
-    with engine.connect() as c:
-        exps = [dict(r._mapping) for r in c.execute(text(
-            "SELECT id, name, workers FROM experiments WHERE name LIKE 'util-%' AND status = 'completed' "
-            "ORDER BY id"))]
-        per, samples, g, lag = {}, defaultdict(list), [], []
-        for e in exps:
-            algo, w = algo_of(e["name"])
-            msgs = transcript(c, e["id"])
-            rs, design = rounds(msgs)
-            min_fit = max(2, math.ceil(design / 2))
-            own = defaultdict(list)
-            for n, q, s in rs:
-                # per mode: stream refits with its pending trials (pending = 'believer'), batch
-                # has none, so the same q costs more in stream mode
-                key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else algo
-                samples[key].append((n, q, s))
-                own[key].append((n, q, s))
-            g += gaps(c, e["id"])
-            lag += result_lags(c, e["id"], msgs)
-            dur = [r["f"] - r["s"] for r in c.execute(text(
-                "SELECT (julianday(started_at) - 2440587.5) * 86400 AS s, "
-                "(julianday(finished_at) - 2440587.5) * 86400 AS f FROM trials "
-                "WHERE experiment_id = :e AND finished_at IS NOT NULL ORDER BY id"),
-                {"e": e["id"]}).mappings()]
-            per[e["id"]] = dict(name=e["name"], algo=algo, workers=w, design=design,
-                                min_fit=min_fit, durations=dur, real=measure(engine, e["id"]),
-                                own={k: farmsim.fit_cost(v) for k, v in own.items() if len(v) >= 2})
-    fit = lambda k: farmsim.fit_cost(samples[k]) if samples[k] else farmsim.Cost()  # noqa: E731
+def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
+    """Every completed run of benchmarks/utilization.py in these stores: its durations, real
+    figures, look-ahead rule, load and own cost fits; and the costs pooled over all runs."""
+    per, samples, g, lag = {}, defaultdict(list), [], []
+    for store in stores:
+        engine = create_engine(f"sqlite:///{store}")
+        with engine.connect() as c:
+            exps = [dict(r._mapping) for r in c.execute(text(
+                "SELECT id, name, workers, settings FROM experiments WHERE name LIKE 'util-%' "
+                "AND status = 'completed' ORDER BY id"))]
+            for e in exps:
+                algo, w = algo_of(e["name"])
+                budget = json.loads(e["settings"] or "{}").get("max.budget")
+                msgs = transcript(c, e["id"])
+                rs, design = rounds(msgs)
+                min_fit = max(2, math.ceil(design / 2))
+                load = loads.get((str(store), e["id"]))
+                own = defaultdict(list)
+                for n, q, sec in rs:
+                    # per mode: stream refits with its pending trials, batch has none
+                    key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else algo
+                    samples[key].append((n, q, sec, load))
+                    own[key].append((n, q, sec))
+                g += gaps(c, e["id"])
+                lag += result_lags(c, e["id"], msgs)
+                dur = [r["f"] - r["s"] for r in c.execute(text(
+                    "SELECT (julianday(started_at) - 2440587.5) * 86400 AS s, "
+                    "(julianday(finished_at) - 2440587.5) * 86400 AS f FROM trials "
+                    "WHERE experiment_id = :e AND finished_at IS NOT NULL ORDER BY id"),
+                    {"e": e["id"]}).mappings()]
+                rule, hits = (detect_ahead(msgs, w, budget or len(dur)) if algo == "stream"
+                              else (None, {}))
+                per[store, e["id"]] = dict(
+                    name=f"{store.parent.name}/{algo} {w}", algo=algo, workers=w, design=design,
+                    min_fit=min_fit, durations=dur, real=measure(engine, e["id"]), load=load,
+                    rule=rule, hits=hits,
+                    own={k: farmsim.fit_cost(v) for k, v in own.items() if len(v) >= 2})
+        engine.dispose()
+    fit = lambda k: farmsim.fit_cost([x[:3] for x in samples[k]]) if samples[k] else farmsim.Cost()  # noqa: E731
     cal = dict(cost={"stream": fit("stream"), "batch": fit("batch")},
-               rounds={k: len(v) for k, v in samples.items()},
-               random_cost=farmsim.fit_cost(samples["random"]) if samples["random"] else farmsim.Cost(),
-               gap_s=statistics.median(g) if g else 0.0,
+               rounds={k: len(v) for k, v in samples.items()}, samples=samples,
+               random_cost=fit("random"), gap_s=statistics.median(g) if g else 0.0,
                result_s=statistics.median(lag) if lag else 0.0, driver_s=a.driver_s,
                n_random=len(samples["random"]))
     return per, cal
 
 
-def simulate_run(r: dict, cal: dict, ahead, pooled: bool) -> farmsim.Outcome:
-    """The run simulated with its own durations; the optimizer's cost fitted on this run's rounds
-    (the machine's load, and so the optimizer's speed, changed between runs) unless ``pooled``
-    or the run has fewer than 2 rounds of a kind."""
+def read_cpu_table(paths) -> tuple:
+    """(n, q, cpu seconds) rows of benchmarks/farm_model.R's output files."""
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            f = line.split()
+            if len(f) == 3 and f[0].isdigit() and f[1].isdigit():
+                rows.append((int(f[0]), int(f[1]), float(f[2])))
+    return tuple(rows)
+
+
+def fit_load(table: tuple, cal: dict) -> tuple[float, float, int]:
+    """The pooled model of mlrMBO's time per round, both modes and every run together:
+    seconds = (alpha + beta x load) x cpu(n, q), cpu the measured CPU table, load the run's load
+    average; alpha, beta >= 0 by least squares over the model-based rounds of runs whose load is
+    known."""
+    import numpy as np
+    from scipy.optimize import nnls
+    cpu = farmsim.TableCost(table)
+    rows = [(cpu(n, q), load, sec) for k in ("stream", "batch") for n, q, sec, load in cal["samples"][k]
+            if load is not None]
+    if not rows:
+        raise SystemExit("no model-based rounds with a known load: give --logs")
+    A = np.array([[c, c * load] for c, load, _ in rows])
+    (alpha, beta), _ = nnls(A, np.array([sec for *_, sec in rows]))
+    return float(alpha), float(beta), len(rows)
+
+
+def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:
+    """The run simulated with its own durations and the look-ahead rule it ran with (``ahead``
+    when given). The optimizer's cost: ``own``: fitted on this run's rounds (a fit per run: the
+    machine's load, and so the optimizer's speed, changed between runs; pooled where a run has
+    fewer than 2 rounds of a kind); ``pooled``: fitted over all runs of the mode; ``load``: the
+    measured CPU table times the pooled load factor at this run's load."""
     W, d = r["workers"], r["durations"]
-    own = {} if pooled else r["own"]
-    opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"],
-                                own.get(r["algo"], cal["cost"].get(r["algo"], farmsim.Cost())),
-                                own.get("random", cal["random_cost"]), ahead)
+    own = r["own"] if how == "own" else {}
+    cost = own.get(r["algo"], cal["cost"].get(r["algo"], farmsim.Cost()))
+    if how == "load":
+        alpha, beta = cal["load_fit"]
+        cost = farmsim.TableCost(cal["cpu_table"], alpha + beta * r["load"])
+    rule = ahead if ahead is not None else (r["rule"] if r["rule"] is not None else "auto")
+    opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"], cost,
+                                own.get("random", cal["random_cost"]), rule)
     return farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]), opt, d)
 
 
@@ -188,9 +291,43 @@ def fmt_cost(c: farmsim.Cost) -> str:
     return f"{c.a:.3g} + {c.b:.3g} q + {c.c:.3g} n + {c.d:.3g} n q s{cap}"
 
 
+def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
+    print(f"\nvalidation, {label}:")
+    print(f"{'run':16} {'ahead':9} {'load':>5} {'util real':>9} {'sim':>6} {'diff':>6} "
+          f"{'makespan real':>13} {'sim':>8} {'diff':>7}  ok")
+    passed = 0
+    for r in per.values():
+        if how == "load" and r["load"] is None:
+            print(f"{r['name']:16} (no load recorded: give its benchmarks/utilization.py log with --logs)")
+            continue
+        o = simulate_run(r, cal, a.ahead, how)
+        du = (o.utilization - r["real"]["util"]) * 100
+        dm = o.makespan / r["real"]["makespan"] - 1
+        ok = abs(du) <= 5 and abs(dm) <= 0.10
+        passed += ok
+        rule = "" if r["algo"] != "stream" else str(a.ahead if a.ahead is not None else r["rule"])
+        load = f"{r['load']:5.1f}" if r["load"] is not None else "    ?"
+        print(f"{r['name']:16} {rule:9} {load} {r['real']['util']:9.1%} {o.utilization:6.1%} {du:+5.1f}p "
+              f"{r['real']['makespan']:12.1f}s {o.makespan:7.1f}s {dm:+7.1%}  {'yes' if ok else 'NO'}",
+              flush=True)
+    n = sum(1 for r in per.values() if how != "load" or r["load"] is not None)
+    print(f"within 5 points and 10 %: {passed} of {n} runs")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", default=str(REPO / "runs" / "utilization" / "r1" / "emews.db"))
+    ap.add_argument("--store", nargs="+", default=[str(REPO / "runs" / "utilization" / d / "emews.db")
+                                                   for d in ("r1", "r2")],
+                    help="stores of benchmarks/utilization.py (all their completed runs)")
+    ap.add_argument("--logs", nargs="*", default=[],
+                    help="benchmarks/utilization.py's printed output for those stores: each run's "
+                         "load average, for the pooled cost model with a load factor")
+    ap.add_argument("--cpu-table", nargs="*", default=[],
+                    help="benchmarks/farm_model.R's output (n q cpu_s): mlrMBO's CPU time per "
+                         "proposal in the runs' space, for the pooled cost model")
+    ap.add_argument("--measure-cpu", metavar="FILE",
+                    help="run benchmarks/farm_model.R (the runs' space, GP and forest n) into FILE "
+                         "first and use it as --cpu-table (minutes of CPU)")
     ap.add_argument("--run", action="store_true", help="run benchmarks/utilization.py first")
     ap.add_argument("--driver-s", type=float, default=farmsim.DEFAULTS["driver_s"],
                     help="rank 0's seconds per trial and per result (benchmarks/dispatch.py)")
@@ -200,47 +337,58 @@ def main(argv=None) -> int:
     ap.add_argument("--cost-table", help="benchmarks/proposal_cost.py's output saved to a file: its "
                     "(n, q, cpu_s) rows are fitted for a prediction with the optimizer on a core "
                     "of its own")
-    ap.add_argument("--ahead", type=farmsim.parse_ahead, default="auto",
-                    help="mlrMBO stream's look-ahead in the runs and predictions: auto (its default "
-                         "since 2026-11-29) or 0 (before)")
+    ap.add_argument("--ahead", type=farmsim.parse_ahead, default=None,
+                    help="mlrMBO stream's look-ahead for every run (default: the rule each run "
+                         "used, read from its transcript) and for the predictions (default: "
+                         "'auto', the current rule)")
     ap.add_argument("--pooled", action="store_true",
-                    help="validate with the costs pooled over all runs instead of each run's own")
+                    help="also validate with a + b q + c n + d n q fitted over all runs of a mode")
     ap.add_argument("--scale", type=int, nargs="*", default=[1024, 4096, 16384],
                     help="worker counts to predict (none: validation only)")
     ap.add_argument("--mean", type=float, default=600.0)
     ap.add_argument("--cv", type=float, default=1.0)
     ap.add_argument("--per-worker", type=int, default=10)
     a = ap.parse_args(argv)
-    store = Path(a.store).resolve()
+    stores = [Path(x).resolve() for x in a.store]
     if a.run:
         subprocess.run([sys.executable, str(REPO / "benchmarks" / "utilization.py"),
-                        "--runs", str(store.parent)], check=True)
-    if not store.is_file():
-        sys.exit(f"no store at {store}: run benchmarks/utilization.py --runs {store.parent} first "
-                 f"(or give --run)")
-    eng = create_engine(f"sqlite:///{store}")
-    per, cal = calibrate(eng, a)
-    eng.dispose()
-    print(f"calibration from {store} ({len(per)} runs):")
+                        "--runs", str(stores[0].parent)], check=True)
+    for store in stores:
+        if not store.is_file():
+            sys.exit(f"no store at {store}: run benchmarks/utilization.py --runs {store.parent} "
+                     f"first (or give --run)")
+    if a.measure_cpu:
+        space = REPO / "runs" / "utilization" / "r2" / "space.R"
+        with open(a.measure_cpu, "w") as f:
+            for ns, qs in (("16,64,150", "1,8,32"), ("250,1000,3000", "1,16,64,128")):
+                subprocess.run(["Rscript", "--vanilla", str(REPO / "benchmarks" / "farm_model.R"),
+                                str(REPO), str(space), "stream", ns, qs, "64"], stdout=f, check=True)
+        a.cpu_table = [*a.cpu_table, a.measure_cpu]
+    per, cal = calibrate(stores, a, read_logs(a.logs))
+    print(f"calibration from {len(stores)} store(s), {len(per)} runs:")
     for mode in ("stream", "batch"):
-        print(f"  mlrMBO {mode} proposal per round: {fmt_cost(cal['cost'][mode])} "
+        print(f"  mlrMBO {mode} proposal per round, pooled: {fmt_cost(cal['cost'][mode])} "
               f"({cal['rounds'].get(mode, 0)} rounds)")
     print(f"  random points per round:   {fmt_cost(cal['random_cost'])} ({cal['n_random']} rounds)")
     print(f"  hand-out gap {cal['gap_s'] * 1000:.0f} ms, result to optimizer {cal['result_s'] * 1000:.0f} ms, "
           f"driver {cal['driver_s'] * 1e6:.0f} us per trial and per result")
-    print(f"\nvalidation (real vs simulated, same trial durations, optimizer cost fitted "
-          f"{'over all runs' if a.pooled else 'per run'}):")
-    print(f"{'run':18} {'util real':>9} {'sim':>6} {'diff':>6} {'makespan real':>13} {'sim':>8} {'diff':>7}  ok")
-    ok_all = True
+    print("  stream look-ahead rule of each run, from its transcript (rounds where the rule "
+          "proposes what the run submitted):")
     for r in per.values():
-        o = simulate_run(r, cal, a.ahead, a.pooled)
-        du = (o.utilization - r["real"]["util"]) * 100
-        dm = o.makespan / r["real"]["makespan"] - 1
-        ok = abs(du) <= 5 and abs(dm) <= 0.10
-        ok_all &= ok
-        print(f"{r['name']:18} {r['real']['util']:9.1%} {o.utilization:6.1%} {du:+5.1f}p "
-              f"{r['real']['makespan']:12.1f}s {o.makespan:7.1f}s {dm:+7.1%}  {'yes' if ok else 'NO'}")
-    print(f"all within 5 points and 10 %: {'yes' if ok_all else 'NO'}")
+        if r["algo"] == "stream":
+            print(f"    {r['name']:16} {r['rule']!s:9} " + ", ".join(
+                f"{k}: {h}/{t}" for k, (h, t) in r["hits"].items()))
+    validate(per, cal, a, "own", "each run's optimizer cost fitted on its own rounds")
+    if a.pooled:
+        validate(per, cal, a, "pooled", "a + b q + c n + d n q fitted over all runs of a mode")
+    if a.cpu_table:
+        cal["cpu_table"] = read_cpu_table(a.cpu_table)
+        alpha, beta, nr = fit_load(cal["cpu_table"], cal)
+        cal["load_fit"] = (alpha, beta)
+        print(f"\npooled cost model: seconds per round = ({alpha:.3g} + {beta:.3g} x load average) x "
+              f"CPU(n, q) of {', '.join(a.cpu_table)} ({len(cal['cpu_table'])} cells), fitted on "
+              f"{nr} rounds of all runs")
+        validate(per, cal, a, "load", "one pooled cost model: measured CPU(n, q) x load factor")
 
     costs = [("calibrated", cal["cost"])]
     if a.cost_table:
@@ -252,8 +400,11 @@ def main(argv=None) -> int:
         costs.append(("table", c))
     if a.cost:
         costs.append(("--cost", farmsim.Cost.parse(a.cost, a.n_cap)))
-    print(f"\nprediction: trials lognormal mean {a.mean:g} s CV {a.cv:g}, {a.per_worker} per worker; "
-          f"paper: {PAPER_MODELS_PER_H:,} models/h on 1,024 nodes")
+    if not a.scale:
+        return 0
+    ahead = a.ahead if a.ahead is not None else "auto"
+    print(f"\nprediction: trials lognormal mean {a.mean:g} s CV {a.cv:g}, {a.per_worker} per worker, "
+          f"stream look-ahead {ahead}; paper: {PAPER_MODELS_PER_H:,} models/h on 1,024 nodes")
     print(f"{'cost':11} {'algo':7} {'W':>6} {'util':>6} {'util_ss':>7} {'trials/h':>9} {'ss/h':>8} "
           f"{'ideal/h':>8} {'opt busy':>9} {'driver busy':>11}")
     for label, cost in costs:
@@ -262,7 +413,7 @@ def main(argv=None) -> int:
                 dist = farmsim.lognormal(a.mean, a.cv, 0)
                 budget = a.per_worker * W
                 c = cost.get(algo, farmsim.Cost()) if isinstance(cost, dict) else cost
-                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, c, cal["random_cost"], a.ahead)
+                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, c, cal["random_cost"], ahead)
                 o = farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]),
                                      opt, dist)
                 ideal = farmsim.list_schedule([dist(i) for i in range(budget)], W)

@@ -30,6 +30,7 @@ import argparse
 import heapq
 import json
 import math
+import re
 import sys
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,38 @@ class Cost:
         return cls(*v, n_cap=n_cap)
 
 
+@dataclass(frozen=True)
+class TableCost:
+    """Measured seconds per (n, q) (rows (n, q, seconds)) times ``scale``: linear in q between
+    and beyond the measured q of a row of n (a proposal costs a fixed part plus a part per point),
+    linear in n between the measured n, held beyond them (a bounded training set)."""
+    rows: tuple
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if not self.rows:
+            raise FarmSimError("TableCost: no (n, q, seconds) rows")
+
+    def _at_n(self, n: float, q: float) -> float:
+        pts = sorted((r[1], r[2]) for r in self.rows if r[0] == n)
+        if len(pts) == 1:
+            return pts[0][1] * q / pts[0][0]
+        i = 1
+        while i < len(pts) - 1 and pts[i][0] < q:
+            i += 1
+        (q0, s0), (q1, s1) = pts[i - 1], pts[i]
+        return max(0.0, s0 + (s1 - s0) * (q - q0) / (q1 - q0))
+
+    def __call__(self, n: int, q: int) -> float:
+        ns = sorted({r[0] for r in self.rows})
+        if n <= ns[0] or n >= ns[-1]:
+            return self.scale * self._at_n(ns[0] if n <= ns[0] else ns[-1], q)
+        j = next(k for k, v in enumerate(ns) if v >= n)
+        n0, n1 = ns[j - 1], ns[j]
+        s0, s1 = self._at_n(n0, q), self._at_n(n1, q)
+        return self.scale * (s0 + (s1 - s0) * (n - n0) / (n1 - n0))
+
+
 def fit_cost(samples: Sequence[tuple[float, float, float]], n_cap: float = math.inf) -> Cost:
     """Least squares with non-negative coefficients of (n, q, seconds) samples."""
     import numpy as np
@@ -125,12 +158,42 @@ class Results:      # eq_results(min): answer with every result not yet delivere
     min: int = 1
 
 
-def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: Cost,
+# Stream mode's look-ahead rules, as r_algorithms/mbo/scale.R's mbo_stream_q had them: 'auto-FxCW'
+# keeps F x the most results of one round (over the last 5) queued, at most C x W. Real runs are
+# reproduced with the rule they ran with (`git log -p -- r_algorithms/mbo/scale.R`):
+AHEAD_RULES = {
+    "auto": (2, 2),        # since 0015b7c (2026-11-29 18:39): at most 2 W
+    "auto-2x-W": (2, 1),   # 8e86918 (17:45) to 0015b7c: twice the busiest round, at most W
+    "auto-1x-W": (1, 1),   # 5664860 (15:44) to 8e86918: the busiest round, at most W
+}                          # and 0 before 5664860: idle workers only
+AHEAD_RE = re.compile(r"auto-([1-9][0-9]*)x-([1-9][0-9]*)?W")
+
+
+def lookahead(ahead: int | str, workers: int, history: Sequence[int]) -> int:
+    """Trials mbo_stream_q keeps queued beyond the idle workers: a number (at most 2 W, as
+    scale.R caps it), 'auto' or an 'auto-FxCW' rule (AHEAD_RULES)."""
+    if isinstance(ahead, int):
+        return min(2 * workers, ahead)
+    f, c = AHEAD_RULES.get(ahead) or _rule(ahead)
+    return min(c * workers, f * max(history, default=0))
+
+
+def _rule(text: str) -> tuple[int, int]:
+    m = AHEAD_RE.fullmatch(text)
+    if not m:
+        raise FarmSimError(f"--ahead {text!r}: give 'auto' (mlrMBO's default), a rule 'auto-FxCW' "
+                           f"(F x the busiest round's results, at most C x W, e.g. auto-1x-W) or a "
+                           f"whole number >= 0 of trials to keep queued beyond the idle workers")
+    return int(m.group(1)), int(m.group(2) or 1)
+
+
+def mbo_stream(budget: int, design: int, min_fit: int, cost: Callable, random_cost: Callable,
                ahead: int | str = 0, workers: int | None = None) -> Iterator:
     """mbo_loop_stream: the design at once, then at each answer propose for the free workers plus
     the look-ahead of r_algorithms/mbo/scale.R's mbo_stream_q: ``ahead`` trials kept queued beyond
     the idle workers ("auto": twice the most results that arrived in one round over the last 5, at
-    most 2 W; 0: idle workers only, mlrMBO before issue 9)."""
+    most 2 W; the earlier rules by name, AHEAD_RULES; 0: idle workers only, mlrMBO before
+    issue 9)."""
     n_sub = n_obs = 0
     history: deque[int] = deque(maxlen=5)
     if design:
@@ -154,9 +217,8 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
             free = 1
         history.append(got)
         if workers and ahead != 0:
-            a = min(2 * workers, 2 * max(history) if ahead == "auto" else ahead)
             queued = max(0, npend - (workers - free))
-            free += max(0, a - queued)
+            free += max(0, lookahead(ahead, workers, history) - queued)
         q = min(free, budget - n_sub)
         if q <= 0:
             continue
@@ -165,7 +227,7 @@ def mbo_stream(budget: int, design: int, min_fit: int, cost: Cost, random_cost: 
         n_sub += q
 
 
-def mbo_batch(budget: int, design: int, q: int, cost: Cost) -> Iterator:
+def mbo_batch(budget: int, design: int, q: int, cost: Callable) -> Iterator:
     """mbo_loop_batch: the design as one batch, then propose q, wait for all, refit."""
     n = 0
     if design:
@@ -178,7 +240,7 @@ def mbo_batch(budget: int, design: int, q: int, cost: Cost) -> Iterator:
         n += k
 
 
-def random_batches(budget: int, q: int, cost: Cost) -> Iterator:
+def random_batches(budget: int, q: int, cost: Callable) -> Iterator:
     """r_algorithms/random.R: sample q points, a plain batch, wait for all of it."""
     n = 0
     while n < budget:
@@ -372,7 +434,9 @@ def add_parser(sub) -> None:
     s.add_argument("--min-fit", type=int, help="stream: results before the first model-based "
                    "proposal (default design / 2)")
     s.add_argument("--ahead", default="auto", help="stream: trials kept queued beyond the idle "
-                   "workers, 'auto' (mlrMBO's default) or a number; 0: idle workers only")
+                   "workers, 'auto' (mlrMBO's default: 2 x the busiest of the last 5 rounds' "
+                   "results, at most 2 W), an earlier rule 'auto-1x-W' or 'auto-2x-W' (F x, at "
+                   "most C x W), or a number; 0: idle workers only")
     s.add_argument("--cost", default=DEFAULTS["cost"], help="mlrMBO's proposal cost 'a,b,c,d': "
                    "a + b q + c n + d n q seconds")
     s.add_argument("--random-cost", default=DEFAULTS["random_cost"],
@@ -424,15 +488,17 @@ def _checked(a) -> dict:
 
 
 def parse_ahead(v) -> int | str:
-    if v == "auto":
+    if isinstance(v, str) and v.startswith("auto"):
+        _ = AHEAD_RULES.get(v) or _rule(v)      # raises for a malformed rule
         return v
     try:
         n = int(v)
         if n < 0 or str(n) != str(v).strip():
             raise ValueError
     except ValueError:
-        raise FarmSimError(f"--ahead {v!r}: give 'auto' (mlrMBO's default) or a whole number >= 0 "
-                           f"of trials to keep queued beyond the idle workers") from None
+        raise FarmSimError(f"--ahead {v!r}: give 'auto' (mlrMBO's default), a rule 'auto-FxCW' "
+                           f"(e.g. auto-1x-W, the rule before 2026-11-29 17:45) or a whole number "
+                           f">= 0 of trials to keep queued beyond the idle workers") from None
     return n
 
 

@@ -50,6 +50,26 @@ def test_stream_look_ahead_hides_the_proposal_time():
     assert none.trials == auto.trials == 480
 
 
+def test_lookahead_rules_and_the_2w_cap():
+    # 'auto' (scale.R since 0015b7c): twice the busiest of the last 5 rounds, at most 2 W; the
+    # earlier rules kept for reproducing the runs recorded with them; numbers are capped at 2 W
+    assert fs.lookahead("auto", 16, [3, 40, 5]) == 32
+    assert fs.lookahead("auto", 16, [3, 7, 5]) == 14
+    assert fs.lookahead("auto-2x-W", 16, [3, 40, 5]) == 16
+    assert fs.lookahead("auto-1x-W", 16, [3, 10, 5]) == 10
+    assert fs.lookahead("auto-3x-4W", 16, [10]) == 30
+    assert fs.lookahead(50, 16, [1]) == 32 and fs.lookahead(5, 16, [1]) == 5
+    # 1 s trials and 1 s proposals: every worker finishes once during each proposal, so what was
+    # queued when a round was decided (2 W) must cover it: the W cap leaves workers idle
+    def run(ahead):
+        return fs.simulate(fs.Farm(16), fs.mbo_stream(640, 16, 0, fs.Cost(a=1.0), fs.Cost(a=1.0),
+                                                      ahead, 16), [1.0] * 640)
+    now, capped_w, none = run("auto"), run("auto-2x-W"), run(0)
+    assert now.utilization > 0.9 and capped_w.utilization < 0.75 and none.utilization < 0.55
+    assert now.trials == capped_w.trials == none.trials == 640
+    assert fs.parse_ahead("auto-1x-W") == "auto-1x-W" and fs.parse_ahead("7") == 7
+
+
 def test_batch_makespan_is_the_sum_of_each_batch_max():
     d = [1, 2, 3, 4, 5, 1, 1, 1, 2, 2]
     o = fs.simulate(fs.Farm(4), fs.mbo_batch(10, 0, 4, fs.Cost()), d)
@@ -104,6 +124,16 @@ def test_cost_fit_recovers_known_coefficients():
     assert capped(5000, 1) == pytest.approx(1.0)
 
 
+def test_table_cost_interpolates_measured_cells():
+    # linear in q through and beyond each measured row, linear in n between rows, held beyond
+    t = fs.TableCost(((16, 1, 1.0), (16, 8, 2.0), (100, 1, 3.0), (100, 8, 10.0)), scale=2.0)
+    assert t(16, 1) == pytest.approx(2.0) and t(16, 15) == pytest.approx(6.0)
+    assert t(58, 8) == pytest.approx(12.0) and t(1000, 8) == pytest.approx(20.0)
+    assert t(4, 1) == pytest.approx(2.0)
+    o = fs.simulate(fs.Farm(4), fs.mbo_batch(8, 0, 4, t), [1.0] * 8)
+    assert o.optimizer_busy == pytest.approx(t(0, 4) + t(4, 4))
+
+
 def test_lognormal_matches_the_bench_pilot_and_its_moments():
     draw = fs.lognormal(5.0, 1.0, seed=2)
     assert [draw(i) for i in range(5)] == [duration(5.0, 1.0, 2, i) for i in range(5)]
@@ -139,6 +169,7 @@ def test_cli_closed_form():
     (["--workers", "4", "--cv", "-1"], "coefficient of variation must be >= 0"),
     (["--workers", "4", "--gap-s", "-0.1"], "--gap-s = -0.1"),
     (["--workers", "4", "--ahead", "some"], "--ahead 'some': give 'auto'"),
+    (["--workers", "4", "--ahead", "auto-2y-W"], "--ahead 'auto-2y-W': give 'auto'"),
 ])
 def test_cli_bad_input(args, says):
     p = cli(*args)
