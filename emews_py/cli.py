@@ -523,22 +523,40 @@ def default_mpiexec() -> str:
     return str(mpiexec) if mpiexec.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
-def _dead_here(seg: dict) -> bool:
-    """The segment's driver ran on this host and its process is gone (e.g. after kill -9): no
-    need to wait for its heartbeat to go stale."""
-    import socket
-    if not seg or seg.get("host") != socket.gethostname() or not seg.get("pid"):
-        return False
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch, within a second: /proc/PID/stat
+    field 22 is clock ticks after boot, /proc/stat's btime the boot in whole seconds); None if
+    there is no such process or it is a zombie (killed, not yet reaped: gone too)."""
     try:
-        os.kill(int(seg["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:   # it exists (another user's) or cannot be checked
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                     if ln.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    if fields[0] in ("Z", "X"):   # fields[0] is field 3 (state), fields[19] field 22
+        return None
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _dead_here(seg: dict) -> bool:
+    """The segment's driver is provably gone, so nobody need wait for its heartbeat to go stale:
+    its RUN_DIR/driver.pid names this node (hostname, kernel boot id and PID namespace:
+    transport.node_id, so another machine of the same name, a container or a reboot is not
+    judged by a pid that means another process here), and that pid is free, a zombie, or a
+    process started after the driver wrote the file (a recycled pid, not the driver). Anything
+    less certain is not dead: the heartbeat decides."""
+    from emews_py.farm.transport import node_id
+    try:
+        pid_file = Path(seg["run_dir"]) / "driver.pid"
+        words = pid_file.read_text().split()
+        pid, written = int(words[0]), pid_file.stat().st_mtime
+    except (KeyError, TypeError, OSError, ValueError, IndexError):
         return False
-    try:   # a zombie (killed, not yet reaped) is gone too
-        return " Z " in Path(f"/proc/{int(seg['pid'])}/stat").read_text().split(")", 1)[1][:4]
-    except (OSError, IndexError):
+    if len(words) < 2 or words[1] != node_id() or pid != seg.get("pid"):
         return False
+    start = _started_at(pid)
+    # The driver started before it wrote the file; 1.5 s covers btime's whole seconds.
+    return start is None or start > written + 1.5
 
 
 BATCH_OPTIONS = ("nodes", "ppn", "walltime", "queue", "account", "dryrun")
@@ -950,13 +968,21 @@ def objective_text(v) -> str:
     return "-" if v is None else f"{v:.6g}"
 
 
+def stale_why(x: dict) -> str:
+    said = (f"the store says running, but its job has given no sign of life for "
+            f"{duration(x['alive_age_s'])}")
+    if x.get("gone_pid"):
+        return (f"{said} and its driver (pid {x['gone_pid']} on this node) is gone (killed, or "
+                f"its job ended unrecorded)")
+    return f"{said} (killed, node lost or out of time)"
+
+
 def status_note(x: dict, db: str, default: str) -> str | None:
     """Why the experiment is not running and how to go on, or None."""
     if not x["resumable"]:
         return None
     if x["stale"]:
-        why = (f"is stale: the store says running, but its job has given no sign of life for "
-               f"{duration(x['alive_age_s'])} (killed, node lost or out of time)")
+        why = f"is stale: {stale_why(x)}"
     else:
         why = "was interrupted" if x["status"] == "interrupted" else "failed"
     return f"experiment {x['id']} {why}; resume it with: {resume_command(x['id'], db, default)}"
@@ -992,6 +1018,11 @@ def cmd_status(a: argparse.Namespace) -> int:
             return 2
         rows = experiment_status(eng, a.id)
         eng.dispose()
+        for x in rows:   # a driver gone from this node: stale at once, not after the heartbeat
+            if x["status"] == "running" and not x["stale"] and x["segments"] \
+                    and _dead_here(x["segments"][-1]):
+                x.update(stale=True, shown="stale", resumable=x["has_config"],
+                         gone_pid=x["segments"][-1]["pid"])
     except UsageError as e:
         sys.stderr.write(f"emews: error: {e}\n")
         return 2
@@ -1020,8 +1051,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(x["counts"].items())) or "none yet"
     shown = x["shown"]
     if x["stale"]:
-        shown += (f": the store says running, but its job has given no sign of life for "
-                  f"{duration(x['alive_age_s'])} (killed, node lost or out of time)")
+        shown += f": {stale_why(x)}"
     b = x["best_trial"]
     lines = [
         ("status", shown),

@@ -7,7 +7,10 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -245,7 +248,17 @@ def test_kill_9_of_the_whole_job_leaves_running_then_status_says_stale(tmp_path)
     exp = query(runs, "SELECT status, finished_at FROM experiments")[0]
     assert exp == {"status": "running", "finished_at": None}
 
-    # Within the threshold of its last heartbeat it cannot be told from a live job by the store.
+    # RUN_DIR/driver.pid names this node and a pid now free: stale at once, not after the
+    # heartbeat's threshold.
+    (driver,) = query(runs, "SELECT pid FROM segments")
+    fresh = status(runs, env={"EMEWS_STALE_AFTER_S": "600"})
+    assert rows_of(fresh.stdout)["1"]["STATUS"] == "stale", fresh.stdout
+    assert "experiment 1 is stale" in fresh.stdout and "RESUME=1" in fresh.stdout
+    d = status(runs, "1", env={"EMEWS_STALE_AFTER_S": "600"})
+    assert f"and its driver (pid {driver['pid']} on this node) is gone" in d.stdout, d.stdout
+    # Without that file (a run directory this node cannot see) only the heartbeat tells: within
+    # its threshold the store cannot tell it from a live job.
+    (run_dir / "driver.pid").rename(run_dir / "driver.pid.away")
     fresh = status(runs, env=STALE_ENV)
     assert rows_of(fresh.stdout)["1"]["STATUS"] in ("running", "stale"), fresh.stdout
 
@@ -384,3 +397,103 @@ def test_ctrl_c_at_a_terminal_stops_the_job_and_records_it_interrupted(tmp_path)
     left = query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status IN ('queued', 'running')")
     assert left[0]["n"] == 0
     assert "RESUME=1" in out
+
+
+# ---- whether the driver lives: node, PID namespace, start time ----------------------------------
+
+LONG_STALE = {"EMEWS_STALE_AFTER_S": "600"}   # the heartbeat alone keeps these jobs "running"
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("choosing a process's pid (/proc/sys/kernel/ns_last_pid) needs root")
+
+
+def recycle_pid(pid: int) -> subprocess.Popen:
+    """An unrelated process (`sleep`) that gets the freed ``pid``, as after pid reuse: the kernel
+    hands out the pid after ns_last_pid next (other processes may take it first: retried)."""
+    deadline = time.time() + 20
+    while time.time() < deadline and Path(f"/proc/{pid}").exists():   # a zombie being reaped
+        time.sleep(0.1)
+    for _ in range(100):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        p = subprocess.Popen(["sleep", "300"])
+        if p.pid == pid:
+            return p
+        p.kill()
+        p.wait()
+    pytest.fail(f"could not start a process with pid {pid}")
+
+
+def test_a_killed_driver_whose_pid_now_belongs_to_another_process_is_shown_gone(tmp_path):
+    """kill -9 of the whole job, then its driver's pid goes to an unrelated live process (real
+    pid reuse). That process started after the driver wrote RUN_DIR/driver.pid (/proc/PID/stat
+    field 22), so it is not taken for the driver: `emews status` shows the experiment stale at
+    once, and a resume is not refused as still running; the impostor is left alone."""
+    needs_root()
+    runs = tmp_path / "runs"
+    proc = start_job(runs, "--algo", "py_random", "--procs", "3", "--budget", "200",
+                     "--space", str(sleepy_space(tmp_path, 0.3)))
+    wait_for_completed(runs, 2, proc)
+    run_dir = the_run_dir(runs)
+    (driver,) = [r["pid"] for r in query(runs, "SELECT pid FROM segments")]
+    assert (run_dir / "driver.pid").read_text().split()[0] == str(driver)
+    alive = status(runs, env=LONG_STALE)
+    assert rows_of(alive.stdout)["1"]["STATUS"] == "running", alive.stdout
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert gone(run_dir), job_pids(run_dir)
+    assert query(runs, "SELECT status FROM experiments") == [{"status": "running"}]
+    impostor = recycle_pid(driver)
+    try:
+        s = status(runs, env=LONG_STALE)
+        assert s.returncode == 0, s.stderr
+        assert rows_of(s.stdout)["1"]["STATUS"] == "stale", s.stdout
+        assert f"make workflow RESUME=1 DB=sqlite:///{runs / 'emews.db'}" in s.stdout
+        d = status(runs, "1", env=LONG_STALE)
+        assert f"its driver (pid {driver} on this node) is gone" in d.stdout, d.stdout
+        # The resume passes the still-running check and stops at the next one (a new budget).
+        r = run_workflow(runs, "--resume", "1", "--budget", "300", timeout=60, env=LONG_STALE)
+        assert r.returncode == 2 and "still running" not in r.stderr, output(r)
+        assert "BUDGET='300'" in r.stderr, output(r)
+        assert impostor.poll() is None   # nobody signalled it
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_a_live_driver_in_another_pid_namespace_is_not_taken_for_dead(tmp_path):
+    """A job whose ranks run in a PID namespace of their own (a container): its driver's pid
+    means nothing here and is free here. Judged by hostname and pid that driver was dead and a
+    second job could resume the live experiment; RUN_DIR/driver.pid's node (hostname, boot id,
+    PID namespace) differs from this one, so only the heartbeat tells: running, resume refused."""
+    needs_root()
+    if not shutil.which("unshare"):
+        pytest.skip("unshare (util-linux) is not installed")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # In the namespace, pids start at 3,000,000 (above this machine's pids in use).
+    cmd = shlex.join([EMEWS, "workflow", "--runs", str(runs), "--algo", "py_random", "--procs",
+                      "3", "--budget", "200", "--space", str(sleepy_space(tmp_path, 0.3))])
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+         f"echo 3000000 > /proc/sys/kernel/ns_last_pid && {cmd}"],
+        cwd=ROOT, stdout=open(runs / "out.txt", "w"), stderr=open(runs / "err.txt", "w"),
+        start_new_session=True)
+    try:
+        wait_for_completed(runs, 2, proc)
+        run_dir = the_run_dir(runs)
+        (seg,) = query(runs, "SELECT host, pid FROM segments")
+        assert seg["pid"] > 3_000_000 and not Path(f"/proc/{seg['pid']}").exists(), seg
+        assert seg["host"] == socket.gethostname()
+        s = status(runs, env=LONG_STALE)
+        assert rows_of(s.stdout)["1"]["STATUS"] == "running", s.stdout
+        r = run_workflow(runs, "--resume", "1", timeout=60, env=LONG_STALE)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and "is still running" in err, output(r)
+        assert len([d for d in runs.iterdir() if d.is_dir()]) == 1   # nothing started
+        assert proc.poll() is None, job_output(runs)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # the namespace's init: every process in it goes
+        proc.wait(10)
+    assert gone(run_dir), job_pids(run_dir)
