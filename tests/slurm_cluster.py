@@ -117,6 +117,9 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
+# sacct needs slurmdbd (a database); the job completion log keeps the same final record per job
+JobCompType=jobcomp/filetxt
+JobCompLoc={d}/log/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
@@ -150,6 +153,19 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
             if word.startswith("JobState="):
                 return word.split("=", 1)[1]
         return ""
+
+    def completion(self, job: str) -> dict[str, str]:
+        """The job's record in the completion log (JobState, StartTime, EndTime, TimeLimit...),
+        what sacct shows on a cluster with accounting; {} until the job has ended."""
+        try:
+            lines = (self.dir / "log" / "jobcomp.txt").read_text().splitlines()
+        except OSError:
+            return {}
+        for ln in lines:
+            rec = dict(w.split("=", 1) for w in ln.split() if "=" in w)
+            if rec.get("JobId") == job:
+                return rec
+        return {}
 
     def wait_done(self, job: str, limit: float) -> str:
         """Wait until the job has left the node; its final state."""

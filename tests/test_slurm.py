@@ -30,10 +30,11 @@ def slurm():
         cluster.stop()
 
 
-def make_workflow(slurm: SlurmCluster, runs: Path, *variables: str) -> tuple[str, Path]:
+def make_workflow(slurm: SlurmCluster, runs: Path, *variables: str,
+                  walltime: str = "00:05:00") -> tuple[str, Path]:
     """`make workflow SITE=slurm ...` in the repository; the job id and the run directory."""
     env = dict(slurm.env, EMEWS_RUNS=str(runs))
-    p = subprocess.run(["make", "-s", "workflow", "SITE=slurm", "NODES=1", "WALLTIME=00:05:00",
+    p = subprocess.run(["make", "-s", "workflow", "SITE=slurm", "NODES=1", f"WALLTIME={walltime}",
                         *variables], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, output(p)
@@ -140,3 +141,56 @@ def test_scancel_records_interrupted_and_resume_through_slurm_completes(slurm, t
     assert all(ran[t] == 1 for t in done), ran
     assert query(runs, "SELECT procs, status FROM segments ORDER BY number") == [
         {"procs": 3, "status": "interrupted"}, {"procs": 3, "status": "completed"}]
+
+
+def test_time_limit_kills_the_job_recorded_interrupted_and_resume_completes_it(slurm, tmp_path):
+    """A real time limit: WALLTIME=00:01:00 (Slurm's smallest) on a search of about two minutes.
+    Slurm ends the job at its limit (slurmctld looks every 30 s, so 60-90 s after the start:
+    this test takes 2-3 minutes, the reason it is over 60 s) with SIGTERM, SIGKILL KillWait s
+    later; the driver records the stop itself, and RESUME=1 in the same command completes it."""
+    runs = tmp_path / "runs"
+    space = sleepy_space(tmp_path, 4.0)   # 2 workers: 56 trials are ~112 s of work
+    job, run_dir = make_workflow(slurm, runs, "PPN=3", "ALGO=py_random", "BUDGET=56",
+                                 f"SPACE={space}", "EXP=slurm-limit", walltime="00:01:00")
+    assert slurm.wait_done(job, 200) == "TIMEOUT", slurm.logs()
+    shown = slurm.run("squeue", "-h", "-t", "all", "-j", job, "-o", "%T %l").stdout.split()
+    assert shown == ["TIMEOUT", "1:00"], shown
+    rec = slurm.completion(job)
+    assert rec.get("JobState") == "TIMEOUT", rec
+    ran = _seconds(rec["EndTime"]) - _seconds(rec["StartTime"])
+    assert 60 <= ran < 150, rec   # killed at its limit, not before, not long after
+
+    out = (run_dir / "job.out").read_text()
+    # recorded by the driver's clean stop within KillWait, not by a post-mortem
+    assert "[emews] experiment 1 interrupted by SIGTERM:" in out and "RESUME=1" in out, out
+    assert query(runs, "SELECT id, status FROM experiments") == [
+        {"id": 1, "status": "interrupted"}], out
+    (seg,) = query(runs, "SELECT status, ended_at FROM segments")
+    assert seg["status"] == "interrupted", seg
+    # recorded before Slurm saw the job end: within KillWait of the limit's SIGTERM
+    recorded = _seconds(str(seg["ended_at"]).replace(" ", "T"))
+    start = _seconds(rec["StartTime"])
+    print(f"time limit: job ended {ran:.0f} s after its start, the stop recorded at "
+          f"{recorded - start:.1f} s")
+    assert start + 60 <= recorded <= _seconds(rec["EndTime"]) + 1, (rec, seg)
+    done = [r["id"] for r in query(runs, "SELECT id FROM trials WHERE status = 'completed'")]
+    assert 8 <= len(done) < 56, out   # the minute's work is kept
+    assert not query(runs, "SELECT id FROM trials WHERE status IN ('queued', 'running')")
+
+    job2, run_dir2 = make_workflow(slurm, runs, "RESUME=1", "PPN=3")
+    assert slurm.wait_done(job2, 150) == "COMPLETED", slurm.logs()
+    out2 = (run_dir2 / "job.out").read_text()
+    assert query(runs, "SELECT id, status FROM experiments") == [
+        {"id": 1, "status": "completed"}], out2
+    assert query(runs, "SELECT COUNT(*) AS n FROM trials WHERE status = 'completed'")[0]["n"] \
+        == 56, out2
+    attempts = {r["id"]: r["attempts"] for r in query(runs, "SELECT id, attempts FROM trials")}
+    assert all(attempts[t] == 1 for t in done), attempts   # the first job's trials kept
+    assert query(runs, "SELECT status FROM segments ORDER BY number") == [
+        {"status": "interrupted"}, {"status": "completed"}]
+
+
+def _seconds(stamp: str) -> float:
+    """A Slurm time stamp (2026-11-29T18:40:02) as seconds."""
+    import datetime as dt
+    return dt.datetime.fromisoformat(stamp).timestamp()
