@@ -38,7 +38,7 @@ def make_workflow(slurm: SlurmCluster, runs: Path, *variables: str,
                         *variables], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, output(p)
-    job = re.search(r"submitted to slurm: job (\d+)", p.stdout)
+    job = re.search(r"submitted to [\w.-]+: job (\d+)", p.stdout)
     run_dir = re.search(r"run directory: (\S+)", p.stdout)
     assert job and run_dir, output(p)
     assert f"`squeue -j {job.group(1)}`" in p.stdout and f"`scancel {job.group(1)}`" in p.stdout
@@ -194,3 +194,32 @@ def _seconds(stamp: str) -> float:
     """A Slurm time stamp (2026-11-29T18:40:02) as seconds."""
     import datetime as dt
     return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+def test_an_earlier_signal_from_a_site_file_copy_stops_the_run_before_its_limit(slurm, tmp_path):
+    """docs/sites.md's advice for a site with a short KillWait, for real: a copy of the site
+    file with `#SBATCH --signal=B:TERM@60` (a new site is one file). Slurm signals the batch
+    shell alone, which is `emews launch` (the script execs it); it passes the stop to the driver,
+    which records it and the job ends by itself before its 2-minute limit: nothing is killed.
+    Slurm sends it up to a minute early (it looks every 30 s): 2 minutes at most."""
+    runs = tmp_path / "runs"
+    site = tmp_path / "slurm-early.toml"
+    text = (ROOT / "workflows" / "sites" / "slurm.toml").read_text()
+    assert "#SBATCH --time={walltime}\n" in text
+    site.write_text(text.replace("#SBATCH --time={walltime}\n",
+                                 "#SBATCH --time={walltime}\n#SBATCH --signal=B:TERM@60\n"))
+    space = sleepy_space(tmp_path, 4.0)
+    job, run_dir = make_workflow(slurm, runs, f"SITE={site}", "PPN=3", "ALGO=py_random",
+                                 "BUDGET=80", f"SPACE={space}", "EXP=slurm-early",
+                                 walltime="00:02:00")
+    assert "#SBATCH --signal=B:TERM@60" in (run_dir / "job.sh").read_text()
+    state = slurm.wait_done(job, 200)
+    rec = slurm.completion(job)
+    out = (run_dir / "job.out").read_text()
+    ran = _seconds(rec["EndTime"]) - _seconds(rec["StartTime"])
+    print(f"--signal=B:TERM@60 with a 2-minute limit: the job ended {state} after {ran:.0f} s")
+    assert state == "FAILED" and ran < 120, (state, rec, out)   # ended by itself, not killed
+    assert "[emews] experiment 1 interrupted by SIGTERM:" in out and "RESUME=1" in out, out
+    assert query(runs, "SELECT status FROM experiments") == [{"status": "interrupted"}], out
+    assert query(runs, "SELECT status FROM segments") == [{"status": "interrupted"}], out
+    assert not query(runs, "SELECT id FROM trials WHERE status IN ('queued', 'running')")
