@@ -199,9 +199,9 @@ def _seconds(stamp: str) -> float:
 def test_an_earlier_signal_from_a_site_file_copy_stops_the_run_before_its_limit(slurm, tmp_path):
     """docs/sites.md's advice for a site with a short KillWait, for real: a copy of the site
     file with `#SBATCH --signal=B:TERM@60` (a new site is one file). Slurm signals the batch
-    shell alone, which is `emews launch` (the script execs it); it passes the stop to the driver,
-    which records it and the job ends by itself before its 2-minute limit: nothing is killed.
-    Slurm sends it up to a minute early (it looks every 30 s): 2 minutes at most."""
+    step, whose `emews launch` (the script execs it) passes the stop to the driver, which records
+    it, and the job ends by itself before its 2-minute limit. Slurm sends it up to a minute early
+    (it looks every 30 s): 2 minutes at most."""
     runs = tmp_path / "runs"
     site = tmp_path / "slurm-early.toml"
     text = (ROOT / "workflows" / "sites" / "slurm.toml").read_text()
