@@ -143,13 +143,14 @@ def run(pilot: str, seed: int, stopper: str, a, runs: Path, db: str) -> str:
 
 
 def measure(db: str, exp: str, window: float) -> dict:
-    """From the store: completed/stopped trials in the window, the best completed objective and
-    the curve of (seconds since the first start, objective) of completed trials."""
+    """From the store: completed/stopped trials in the window, the best objective and the curve
+    of (seconds since the first start, objective) of completed and stopped trials (a stopped
+    trial's objective is its model as stopped: a result too)."""
     import emews_py
     df = emews_py.trials(db, exp)
     t0 = first_start(db, exp)
     done = []
-    n_stopped = 0
+    n_stopped = n_completed = 0
     for _, r in df.iterrows():
         if r["finished_at"] is None or (isinstance(r["finished_at"], float)
                                         and math.isnan(r["finished_at"])):
@@ -157,13 +158,14 @@ def measure(db: str, exp: str, window: float) -> dict:
         t = _ts(r["finished_at"]) - t0
         if t > window:
             continue
-        if r["status"] == "completed" and r["objective"] is not None \
-                and math.isfinite(r["objective"]):
-            done.append((t, float(r["objective"])))
-        elif r["status"] == "stopped":
+        ok = r["objective"] is not None and math.isfinite(r["objective"])
+        if r["status"] == "stopped":
             n_stopped += 1
+        if r["status"] in ("completed", "stopped") and ok:
+            done.append((t, float(r["objective"])))
+            n_completed += r["status"] == "completed"
     done.sort()
-    return {"completed": len(done), "stopped": n_stopped,
+    return {"completed": n_completed, "stopped": n_stopped,
             "best": min((y for _, y in done), default=math.inf), "curve": done}
 
 
@@ -248,14 +250,20 @@ def recorded(db: str, exp: str) -> tuple[list[dict], dict[int, float]]:
     return out, first
 
 
-def replay(trials: list[dict], first: dict, stopper_text: str, window: float) -> dict:
+def replay(trials: list[dict], first: dict, stopper_text: str, window: float,
+           objective: str = "last") -> dict:
     """A farm of len(first) workers running ``trials`` in order, each taking the next when free,
     with the stopper's real code deciding on the recorded curves: a trial it stops ends one epoch
     after the decision (the stop reaches the training at the next epoch end) plus its recorded
     evaluation time. Returns what ``measure`` returns, and ``horizon``: the time up to which the
     recording sufficed (when a worker found no recorded trial left, or a trial needed more epochs
     than were recorded: the trainings still running then go on, but a live run would also have
-    started others, so past the horizon the counts and the best are lower bounds)."""
+    started others, so past the horizon the counts and the best are lower bounds).
+
+    A trial's result is its recorded objective (the pilot's evaluation after the last epoch), a
+    stopped one's its val_loss at the epoch it stopped (its model as stopped is a result too);
+    ``objective="best-epoch"`` makes every result the best val_loss of the epochs it trained (what
+    a pilot keeping its best epoch's weights would return)."""
     import heapq
 
     from emews_py.farm import stoppers
@@ -288,6 +296,7 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
         take(first[w])
     done, n_stopped = [], 0
     stops: dict[int, int] = {}   # trial id -> epochs it trained before its stop took effect
+    values: dict[int, float] = {}   # trial id -> its result
     while heap:
         now, _, kind, t, k = heapq.heappop(heap)
         if now > window:
@@ -317,13 +326,23 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float) ->
         if kind == "stop":
             n_stopped += 1
             stops[t["id"]] = t["stop_at"] + 1
+            # the model as stopped is a result too: its last (or best) epoch's val_loss
+            seen = [v for v in t["vals"][:t["stop_at"] + 1] if v is not None and math.isfinite(v)]
+            if seen:
+                values[t["id"]] = min(seen) if objective == "best-epoch" else seen[-1]
+                done.append((now, values[t["id"]], False))
         elif t["status"] == "completed" and t["objective"] is not None:
-            done.append((now, float(t["objective"])))
+            y = float(t["objective"])
+            if objective == "best-epoch":
+                y = min([y] + [v for v in t["vals"] if v is not None and math.isfinite(v)])
+            values[t["id"]] = y
+            done.append((now, y, True))
         take(now)
-    done = [(x, y) for x, y in sorted(done) if x <= window]
-    return {"completed": len(done), "stopped": n_stopped,
-            "best": min((y for _, y in done), default=math.inf), "curve": done,
-            "horizon": horizon, "stops": stops, "order": [t["id"] for t in trials],
+    done = [d for d in sorted(done) if d[0] <= window]
+    return {"completed": sum(d[2] for d in done), "stopped": n_stopped,
+            "best": min((d[1] for d in done), default=math.inf),
+            "curve": [(x, y) for x, y, _ in done],
+            "horizon": horizon, "stops": stops, "values": values, "order": [t["id"] for t in trials],
             "ends": {t["id"]: (t["t0"] - t["pre"], t["spent"]) for t in trials if "spent" in t}}
 
 
@@ -346,6 +365,10 @@ def main() -> int:
                     help="no runs: replay the stoppers on the learning curves recorded by the runs "
                          "without stopping in these stores (URLs or SQLite files) (a run of this script with --stoppers "
                          "none and a longer --window), at --window seconds")
+    ap.add_argument("--objective", choices=("last", "best-epoch"), default="last",
+                    help="replay: a trial's result is the pilot's objective (the last epoch's "
+                         "model: default), or the best val_loss of its epochs (what a pilot "
+                         "keeping its best epoch's weights would return)")
     a = ap.parse_args()
     if a.stoppers[0] != "none":
         a.stoppers = ["none"] + [s for s in a.stoppers if s != "none"]
@@ -382,8 +405,8 @@ def why(trials: list[dict], base: dict, res: dict, stopper: str) -> str:
     if math.isinf(tb):
         return "no completed training without stopping"
     # the trial that gave the no-stopping best: the completed one with that objective, first
-    bid = next(i for i in base["order"] if by[i]["objective"] is not None
-               and abs(by[i]["objective"] - base["best"]) <= 1e-12)
+    bid = next(i for i in base["order"] if abs(base["values"].get(i, math.inf) - base["best"])
+               <= 1e-12)
     k = base["order"].index(bid) + 1
     t = by[bid]
     cost = t["pre"] + t["ends"][-1] + t["post"]
@@ -440,7 +463,8 @@ def main_replay(a, seeds: list[int]) -> int:
                 trials = [t for o in seeds[k:] + seeds[:k] for t in rec[o][0] if t["full"]]
             real = measure(db, f"{pilot}-none-s{s}", a.window)
             for st in a.stoppers:
-                results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window)
+                results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window,
+                                              a.objective)
                 cut = "" if m["horizon"] >= a.window else f" (recording used up at {m['horizon']:.0f} s)"
                 print(f"[stopping] {pilot} seed {s} {st}: {m['completed']} completed, "
                       f"{m['stopped']} stopped, best {m['best']:.4g}{cut}")
@@ -449,7 +473,46 @@ def main_replay(a, seeds: list[int]) -> int:
                   f"{real['completed']} completed, best {real['best']:.4g} in {a.window:g} s; "
                   f"recorded {len(trials)} trainings")
         report(pilot, results, a.stoppers, seeds, a.window)
+        predictive(pilot, [t for s in seeds for t in rec[s][0]], a.objective)
     return 0
+
+
+def predictive(pilot: str, trials: list[dict], objective: str) -> None:
+    """How well a training's first epochs predict its result: Spearman's rank correlation, over
+    the recorded trainings that finished, between the best val_loss after n epochs (what the
+    stoppers compare) and the result; and the first epoch's share of a training's time (what a
+    stop after it cannot save)."""
+    full = [t for t in trials if t["full"] and t["objective"] is not None
+            and all(v is not None and math.isfinite(v) for v in t["vals"])]
+    if len(full) < 3:
+        return
+    fin = [min(t["vals"]) if objective == "best-epoch" else t["objective"] for t in full]
+
+    def ranks(xs):
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        r = [0.0] * len(xs)
+        for k, i in enumerate(order):
+            r[i] = k
+        return r
+
+    def spearman(xs, ys):
+        rx, ry = ranks(xs), ranks(ys)
+        mx, my = statistics.mean(rx), statistics.mean(ry)
+        num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+        den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+        return num / den if den else float("nan")
+
+    n_ep = min(len(t["vals"]) for t in full)
+    cells = []
+    for n in (1, 3, 9, 27):
+        if n <= n_ep:
+            cells.append(f"{n}: {spearman([min(t['vals'][:n]) for t in full], fin):+.2f}")
+    share = statistics.median((t["pre"] + t["ends"][0]) / (t["pre"] + t["ends"][-1] + t["post"])
+                              for t in full)
+    print(f"{pilot}: rank correlation of the best val_loss after n epochs with the result "
+          f"({objective}), {len(full)} finished trainings of {n_ep} epochs: " + ", ".join(cells)
+          + f"; the first epoch (with the model's build) is {100 * share:.0f}% of a training's "
+          f"time (median)")
 
 
 if __name__ == "__main__":

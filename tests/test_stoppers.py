@@ -184,10 +184,13 @@ def test_benchmark_replay_times_a_stop_like_the_farm():
     res = bench.replay([dict(t) for t in rec], {1: 0.0}, "asha:eta=2", 100.0)
     # trial 2 is judged after its first epoch (5.5 s), stops at its second's end (6.5 s) + 0.5 s
     assert res["stops"] == {2: 2} and res["stopped"] == 1
-    assert res["curve"] == [(4.5, 0.7), (11.5, 0.2)]
+    assert res["curve"] == [(4.5, 0.7), (7.0, 5.0), (11.5, 0.2)] and res["completed"] == 2
     assert bench.time_to(res["curve"], base["best"]) / bench.time_to(base["curve"], base["best"]) \
         == pytest.approx(11.5 / 13.5)
     assert "training #3 (id 3" in bench.why(rec, base, res, "asha")
+    # the best epoch's val_loss instead of the last one's
+    assert bench.replay([dict(t) for t in rec[:1]], {1: 0.0}, "none", 100.0,
+                        objective="best-epoch")["best"] == 0.7
     # equal wall time: what ends after the window is not counted
     assert bench.replay([dict(t) for t in rec], {1: 0.0}, "none", 10.0)["best"] == 0.7
 
