@@ -1,28 +1,34 @@
 """Validate the farm simulator (emews_py/farmsim.py) against real runs, then predict the paper's
 scale.
 
-    .venv/bin/python benchmarks/farm_model.py [--store runs/utilization/r1/emews.db]
-        [--run]  (first run benchmarks/utilization.py into that store's directory)
+    .venv/bin/python benchmarks/farm_model.py [--store A/emews.db B/emews.db ...]
+        [--logs A.log B.log ...] [--pooled] [--cost-table runs/utilization/proposal_cost.txt]
+        [--run]  (first run benchmarks/utilization.py into the first store's directory)
 
-1. Calibration, from the store of benchmarks/utilization.py (SQL over `trials` and the EQ
-   transcript `eq_messages`), pooled over every run of an optimizer:
+1. Calibration, from the stores of benchmarks/utilization.py (SQL over `trials` and the EQ
+   transcript `eq_messages`):
    - the optimizer's time per round: from an answer that delivered results to its next waiting
      message (the next results request, batch or plain batch), with n = results delivered so
      far and q = points it proposed in between; fitted as a + b q + c n + d n q (mlrMBO's
      model-based rounds; random.R's rounds and mlrMBO's random ones before min.fit apart);
    - gap_s: median time from a trial being ready to run (submitted, and its worker's previous
      trial ended) to its start;
-   - result_s: median time from the last trial of an answer ending to the answer being recorded.
+   - result_s: median time from the last trial of an answer ending to the answer being recorded;
+   - the stream look-ahead rule each run ran with (scale.R's mbo_stream_q changed twice on
+     2026-11-29): its transcript replayed through each rule of farmsim.AHEAD_RULES;
+   - each run's load average, from utilization.py's printed log (--logs).
    The driver's per-trial cost is benchmarks/dispatch.py's (the --driver-s default).
 2. Validation: each real run is simulated with its own trial durations (in trial-id order, i.e.
-   submission order) and the optimizer's cost fitted on its own rounds (--pooled: over all runs
-   of that mode; on a shared machine the load, and so the optimizer's speed, changes between
-   runs); targets: utilization within 5 points, makespan within
-   10 % of the real run.
+   submission order) and its own look-ahead rule; the optimizer's cost (a) fitted on the run's
+   own rounds, (b) with --pooled, fitted over all runs of the mode, (c) with --logs, one model
+   per mode for the runs with the current proposal code (--pool-since): (a + b q + c n + d n q)
+   x max(1, load / cores). Targets: utilization within 5 points, makespan within 10 %.
 3. Prediction: 1,024, 4,096 and 16,384 workers, trials lognormal with mean 600 s (the paper's
    ~10-minute trainings) and CV 1, 10 trials per worker, batch vs stream vs random, with the
-   calibrated costs, and with the proposal cost given by --cost/--n-cap (e.g. a bounded
-   training set), in trials/h and utilization, next to the paper's 1,060 models/h.
+   calibrated costs, and with the proposal cost of --cost-table (benchmarks/proposal_cost.py's
+   CPU time: the optimizer on a core of its own) or --cost/--n-cap, in trials/h and
+   utilization, next to the paper's 1,060 models/h; stream with the current look-ahead unless
+   --ahead says otherwise.
 """
 from __future__ import annotations
 
@@ -201,7 +207,7 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
         engine = create_engine(f"sqlite:///{store}")
         with engine.connect() as c:
             exps = [dict(r._mapping) for r in c.execute(text(
-                "SELECT id, name, workers, settings FROM experiments WHERE name LIKE 'util-%' "
+                "SELECT id, name, workers, settings, started_at FROM experiments WHERE name LIKE 'util-%' "
                 "AND status = 'completed' ORDER BY id"))]
             for e in exps:
                 algo, w = algo_of(e["name"])
@@ -210,11 +216,12 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                 rs, design = rounds(msgs)
                 min_fit = max(2, math.ceil(design / 2))
                 load = loads.get((str(store), e["id"]))
+                same_code = str(e["started_at"]) >= a.pool_since
                 own = defaultdict(list)
                 for n, q, sec in rs:
                     # per mode: stream refits with its pending trials, batch has none
                     key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else algo
-                    samples[key].append((n, q, sec, load))
+                    samples[key].append((n, q, sec, load, same_code))
                     own[key].append((n, q, sec))
                 g += gaps(c, e["id"])
                 lag += result_lags(c, e["id"], msgs)
@@ -228,6 +235,7 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                 per[store, e["id"]] = dict(
                     name=f"{store.parent.name}/{algo} {w}", algo=algo, workers=w, design=design,
                     min_fit=min_fit, durations=dur, real=measure(engine, e["id"]), load=load,
+                    same_code=same_code,
                     rule=rule, hits=hits,
                     own={k: farmsim.fit_cost(v) for k, v in own.items() if len(v) >= 2})
         engine.dispose()
@@ -240,32 +248,26 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
     return per, cal
 
 
-def read_cpu_table(paths) -> tuple:
-    """(n, q, cpu seconds) rows of benchmarks/farm_model.R's output files."""
-    rows = []
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
-            f = line.split()
-            if len(f) == 3 and f[0].isdigit() and f[1].isdigit():
-                rows.append((int(f[0]), int(f[1]), float(f[2])))
-    return tuple(rows)
+def slowdown(load: float, cores: int) -> float:
+    """How much longer the optimizer's CPU work takes with this load average on these cores:
+    load runnable processes share them, so one gets cores / load of a core (at most one)."""
+    return max(1.0, load / cores)
 
 
-def fit_load(table: tuple, cal: dict) -> tuple[float, float, int]:
-    """The pooled model of mlrMBO's time per round, both modes and every run together:
-    seconds = (alpha + beta x load) x cpu(n, q), cpu the measured CPU table, load the run's load
-    average; alpha, beta >= 0 by least squares over the model-based rounds of runs whose load is
-    known."""
+def fit_pooled_load(samples: list[tuple], cores: int) -> farmsim.Cost:
+    """One cost model for every run of a mode: seconds = (a + b q + c n + d n q) x
+    slowdown(load), the load average recorded with each run; a..d >= 0 by least squares on
+    relative errors (quiet rounds take a tenth of loaded ones and must count as much)."""
     import numpy as np
     from scipy.optimize import nnls
-    cpu = farmsim.TableCost(table)
-    rows = [(cpu(n, q), load, sec) for k in ("stream", "batch") for n, q, sec, load in cal["samples"][k]
-            if load is not None]
-    if not rows:
-        raise SystemExit("no model-based rounds with a known load: give --logs")
-    A = np.array([[c, c * load] for c, load, _ in rows])
-    (alpha, beta), _ = nnls(A, np.array([sec for *_, sec in rows]))
-    return float(alpha), float(beta), len(rows)
+    s = np.array([x[:4] for x in samples if x[3] is not None and x[4]], dtype=float)
+    if not len(s):
+        raise SystemExit("no rounds with a known load: give --logs")
+    n, q, sec, load = s.T
+    w = 1 / np.maximum(sec, 0.05)
+    f = np.maximum(1.0, load / cores)
+    coef, _ = nnls(np.column_stack([f, f * q, f * n, f * n * q]) * w[:, None], sec * w)
+    return farmsim.Cost(*map(float, coef))
 
 
 def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:
@@ -273,13 +275,15 @@ def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:
     when given). The optimizer's cost: ``own``: fitted on this run's rounds (a fit per run: the
     machine's load, and so the optimizer's speed, changed between runs; pooled where a run has
     fewer than 2 rounds of a kind); ``pooled``: fitted over all runs of the mode; ``load``: the
-    measured CPU table times the pooled load factor at this run's load."""
+    cost model of its mode pooled over the runs with the current proposal code, times the
+    slowdown at this run's load."""
     W, d = r["workers"], r["durations"]
     own = r["own"] if how == "own" else {}
     cost = own.get(r["algo"], cal["cost"].get(r["algo"], farmsim.Cost()))
-    if how == "load":
-        alpha, beta = cal["load_fit"]
-        cost = farmsim.TableCost(cal["cpu_table"], alpha + beta * r["load"])
+    if how == "pooled-load":
+        c = cal["pooled_load"][r["algo"]]
+        f = slowdown(r["load"], cal["cores"]) if r["algo"] != "random" else 1.0
+        cost = farmsim.Cost(c.a * f, c.b * f, c.c * f, c.d * f, c.n_cap)
     rule = ahead if ahead is not None else (r["rule"] if r["rule"] is not None else "auto")
     opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"], cost,
                                 own.get("random", cal["random_cost"]), rule)
@@ -297,8 +301,11 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
           f"{'makespan real':>13} {'sim':>8} {'diff':>7}  ok")
     passed = 0
     for r in per.values():
-        if how == "load" and r["load"] is None:
+        if how == "pooled-load" and r["load"] is None:
             print(f"{r['name']:16} (no load recorded: give its benchmarks/utilization.py log with --logs)")
+            continue
+        if how == "pooled-load" and not r["same_code"] and r["algo"] != "random":
+            print(f"{r['name']:16} (started before --pool-since: other proposal code, not pooled)")
             continue
         o = simulate_run(r, cal, a.ahead, how)
         du = (o.utilization - r["real"]["util"]) * 100
@@ -310,7 +317,8 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
         print(f"{r['name']:16} {rule:9} {load} {r['real']['util']:9.1%} {o.utilization:6.1%} {du:+5.1f}p "
               f"{r['real']['makespan']:12.1f}s {o.makespan:7.1f}s {dm:+7.1%}  {'yes' if ok else 'NO'}",
               flush=True)
-    n = sum(1 for r in per.values() if how != "load" or r["load"] is not None)
+    n = sum(1 for r in per.values() if how != "pooled-load" or (
+        r["load"] is not None and (r["same_code"] or r["algo"] == "random")))
     print(f"within 5 points and 10 %: {passed} of {n} runs")
 
 
@@ -322,12 +330,12 @@ def main(argv=None) -> int:
     ap.add_argument("--logs", nargs="*", default=[],
                     help="benchmarks/utilization.py's printed output for those stores: each run's "
                          "load average, for the pooled cost model with a load factor")
-    ap.add_argument("--cpu-table", nargs="*", default=[],
-                    help="benchmarks/farm_model.R's output (n q cpu_s): mlrMBO's CPU time per "
-                         "proposal in the runs' space, for the pooled cost model")
-    ap.add_argument("--measure-cpu", metavar="FILE",
-                    help="run benchmarks/farm_model.R (the runs' space, GP and forest n) into FILE "
-                         "first and use it as --cpu-table (minutes of CPU)")
+    ap.add_argument("--pool-since", default="2026-11-29 16:19:00",
+                    help="the pooled cost model with the load factor pools the mlrMBO runs started "
+                         "at or after this time (UTC, as the store's started_at): 41920dc, the last "
+                         "change to how mlrMBO proposes before the runs (later commits changed only "
+                         "the look-ahead rule, which each run is simulated with)")
+    ap.add_argument("--cores", type=int, default=2, help="cores of the machine the runs ran on (2)")
     ap.add_argument("--run", action="store_true", help="run benchmarks/utilization.py first")
     ap.add_argument("--driver-s", type=float, default=farmsim.DEFAULTS["driver_s"],
                     help="rank 0's seconds per trial and per result (benchmarks/dispatch.py)")
@@ -357,13 +365,6 @@ def main(argv=None) -> int:
         if not store.is_file():
             sys.exit(f"no store at {store}: run benchmarks/utilization.py --runs {store.parent} "
                      f"first (or give --run)")
-    if a.measure_cpu:
-        space = REPO / "runs" / "utilization" / "r2" / "space.R"
-        with open(a.measure_cpu, "w") as f:
-            for ns, qs in (("16,64,150", "1,8,32"), ("250,1000,3000", "1,16,64,128")):
-                subprocess.run(["Rscript", "--vanilla", str(REPO / "benchmarks" / "farm_model.R"),
-                                str(REPO), str(space), "stream", ns, qs, "64"], stdout=f, check=True)
-        a.cpu_table = [*a.cpu_table, a.measure_cpu]
     per, cal = calibrate(stores, a, read_logs(a.logs))
     print(f"calibration from {len(stores)} store(s), {len(per)} runs:")
     for mode in ("stream", "batch"):
@@ -381,14 +382,16 @@ def main(argv=None) -> int:
     validate(per, cal, a, "own", "each run's optimizer cost fitted on its own rounds")
     if a.pooled:
         validate(per, cal, a, "pooled", "a + b q + c n + d n q fitted over all runs of a mode")
-    if a.cpu_table:
-        cal["cpu_table"] = read_cpu_table(a.cpu_table)
-        alpha, beta, nr = fit_load(cal["cpu_table"], cal)
-        cal["load_fit"] = (alpha, beta)
-        print(f"\npooled cost model: seconds per round = ({alpha:.3g} + {beta:.3g} x load average) x "
-              f"CPU(n, q) of {', '.join(a.cpu_table)} ({len(cal['cpu_table'])} cells), fitted on "
-              f"{nr} rounds of all runs")
-        validate(per, cal, a, "load", "one pooled cost model: measured CPU(n, q) x load factor")
+    if a.logs:
+        cal["cores"] = a.cores
+        cal["pooled_load"] = {m: fit_pooled_load(cal["samples"][m], a.cores) for m in ("stream", "batch")}
+        cal["pooled_load"]["random"] = cal["random_cost"]
+        print()
+        for m in ("stream", "batch"):
+            print(f"pooled cost model, mlrMBO {m}, runs since {a.pool_since}: "
+                  f"({fmt_cost(cal['pooled_load'][m])}) x max(1, load average / {a.cores})")
+        validate(per, cal, a, "pooled-load", f"one cost model per mode (runs since {a.pool_since}) "
+                 f"x max(1, load / {a.cores})")
 
     costs = [("calibrated", cal["cost"])]
     if a.cost_table:

@@ -83,38 +83,6 @@ class Cost:
         return cls(*v, n_cap=n_cap)
 
 
-@dataclass(frozen=True)
-class TableCost:
-    """Measured seconds per (n, q) (rows (n, q, seconds)) times ``scale``: linear in q between
-    and beyond the measured q of a row of n (a proposal costs a fixed part plus a part per point),
-    linear in n between the measured n, held beyond them (a bounded training set)."""
-    rows: tuple
-    scale: float = 1.0
-
-    def __post_init__(self):
-        if not self.rows:
-            raise FarmSimError("TableCost: no (n, q, seconds) rows")
-
-    def _at_n(self, n: float, q: float) -> float:
-        pts = sorted((r[1], r[2]) for r in self.rows if r[0] == n)
-        if len(pts) == 1:
-            return pts[0][1] * q / pts[0][0]
-        i = 1
-        while i < len(pts) - 1 and pts[i][0] < q:
-            i += 1
-        (q0, s0), (q1, s1) = pts[i - 1], pts[i]
-        return max(0.0, s0 + (s1 - s0) * (q - q0) / (q1 - q0))
-
-    def __call__(self, n: int, q: int) -> float:
-        ns = sorted({r[0] for r in self.rows})
-        if n <= ns[0] or n >= ns[-1]:
-            return self.scale * self._at_n(ns[0] if n <= ns[0] else ns[-1], q)
-        j = next(k for k, v in enumerate(ns) if v >= n)
-        n0, n1 = ns[j - 1], ns[j]
-        s0, s1 = self._at_n(n0, q), self._at_n(n1, q)
-        return self.scale * (s0 + (s1 - s0) * (n - n0) / (n1 - n0))
-
-
 def fit_cost(samples: Sequence[tuple[float, float, float]], n_cap: float = math.inf) -> Cost:
     """Least squares with non-negative coefficients of (n, q, seconds) samples."""
     import numpy as np

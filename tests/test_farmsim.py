@@ -124,16 +124,6 @@ def test_cost_fit_recovers_known_coefficients():
     assert capped(5000, 1) == pytest.approx(1.0)
 
 
-def test_table_cost_interpolates_measured_cells():
-    # linear in q through and beyond each measured row, linear in n between rows, held beyond
-    t = fs.TableCost(((16, 1, 1.0), (16, 8, 2.0), (100, 1, 3.0), (100, 8, 10.0)), scale=2.0)
-    assert t(16, 1) == pytest.approx(2.0) and t(16, 15) == pytest.approx(6.0)
-    assert t(58, 8) == pytest.approx(12.0) and t(1000, 8) == pytest.approx(20.0)
-    assert t(4, 1) == pytest.approx(2.0)
-    o = fs.simulate(fs.Farm(4), fs.mbo_batch(8, 0, 4, t), [1.0] * 8)
-    assert o.optimizer_busy == pytest.approx(t(0, 4) + t(4, 4))
-
-
 def test_lognormal_matches_the_bench_pilot_and_its_moments():
     draw = fs.lognormal(5.0, 1.0, seed=2)
     assert [draw(i) for i in range(5)] == [duration(5.0, 1.0, 2, i) for i in range(5)]
