@@ -543,8 +543,8 @@ def _dead_here(seg: dict) -> bool:
     its RUN_DIR/driver.pid names this node (hostname, kernel boot id and PID namespace:
     transport.node_id, so another machine of the same name, a container or a reboot is not
     judged by a pid that means another process here), and that pid is free, a zombie, or a
-    process started after the driver wrote the file (a recycled pid, not the driver). Anything
-    less certain is not dead: the heartbeat decides."""
+    process that started after the driver wrote the file and is not running this run's config
+    (a recycled pid). Anything less certain is not dead: the heartbeat decides."""
     from emews_py.farm.transport import node_id
     try:
         pid_file = Path(seg["run_dir"]) / "driver.pid"
@@ -555,8 +555,18 @@ def _dead_here(seg: dict) -> bool:
     if len(words) < 2 or words[1] != node_id() or pid != seg.get("pid"):
         return False
     start = _started_at(pid)
-    # The driver started before it wrote the file; 1.5 s covers btime's whole seconds.
-    return start is None or start > written + 1.5
+    if start is None:
+        return True
+    # The driver started before it wrote the file; 1.5 s covers btime's whole seconds. A later
+    # start is another process, unless the wall clock was stepped: then the driver's command
+    # line (python -m emews_py.farm RUN_DIR/config.json) still shows it is the driver.
+    if start <= written + 1.5:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:   # unreadable, or gone since: not proven
+        return False
+    return str(pid_file.with_name("config.json")).encode() not in argv
 
 
 BATCH_OPTIONS = ("nodes", "ppn", "walltime", "queue", "account", "dryrun")

@@ -440,6 +440,14 @@ def test_a_killed_driver_whose_pid_now_belongs_to_another_process_is_shown_gone(
     assert (run_dir / "driver.pid").read_text().split()[0] == str(driver)
     alive = status(runs, env=LONG_STALE)
     assert rows_of(alive.stdout)["1"]["STATUS"] == "running", alive.stdout
+    # As if the wall clock had been stepped forward since the file was written: the driver
+    # seems to have started after it, but its command line shows that it is the driver.
+    pid_file = run_dir / "driver.pid"
+    written = pid_file.stat()
+    os.utime(pid_file, (written.st_atime - 3600, written.st_mtime - 3600))
+    stepped = status(runs, env=LONG_STALE)
+    assert rows_of(stepped.stdout)["1"]["STATUS"] == "running", stepped.stdout
+    os.utime(pid_file, (written.st_atime, written.st_mtime))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert gone(run_dir), job_pids(run_dir)
