@@ -23,7 +23,8 @@
 # The parts, one idea per file, in r_algorithms/mbo/ (a subfolder, so the optimizer discovery
 # does not list them as algorithms): settings.R, codec.R (parameter encoding and sampling),
 # design.R, state.R, surrogate.R, focus_search.R, select.R (qLCB point selection, spacing),
-# gp.R (the Gaussian process for numeric spaces), infill.R (EI or qLCB),
+# gp.R (the Gaussian process for numeric spaces), gp_mixed.R (the same GP for spaces with
+# integer or discrete parameters, one-hot), infill.R (EI or qLCB),
 # scale.R (large n and q: bounded training set, duplicate index, stream look-ahead),
 # propose.R (one proposal round), warm.R (warm.start: points of an earlier experiment), loop.R
 # (batch and stream loops, final message).
@@ -54,7 +55,7 @@ suppressPackageStartupMessages({
 })
 # into the environment this file is sourced into (the global one under the runtime)
 for (.mbo_part in c("settings", "codec", "design", "state", "surrogate", "focus_search", "select",
-                    "gp", "infill", "scale", "propose", "warm", "loop"))
+                    "gp", "gp_mixed", "infill", "scale", "propose", "warm", "loop"))
   source(file.path(.mbo_dir, paste0(.mbo_part, ".R")), local = environment())
 rm(.mbo_dir, .mbo_part)
 

@@ -46,8 +46,9 @@
 #   lambda           "exp" (default): each proposed point gets its own LCB lambda ~ Exp(1)
 #                    (rexp(q)); or a number for a fixed lambda.
 #   surrogate        "auto" (default): the Gaussian process of gp.R while fewer than gp.max.n
-#                    points are fitted and every searched parameter is numeric (as mlrMBO takes
-#                    kriging for numeric spaces), else the ranger forest; "gp" (numeric and
+#                    points are fitted (as mlrMBO takes kriging for numeric spaces; with integer
+#                    or discrete parameters the same GP on one-hot discretes, gp_mixed.R), else
+#                    the ranger forest; "gp" (numeric and
 #                    integer parameters, integers as continuous values, at any n); "ranger";
 #                    "randomForest" (se = sd over the trees).
 #   gp.max.n         surrogate = "auto": fitted points from which the forest replaces the GP

@@ -1,5 +1,6 @@
-# r_algorithms/mbo/surrogate.R -- the surrogate: a random forest (ranger by default) with a
-# standard error, fitted on the completed trials (failed ones imputed) on a chosen target scale.
+# r_algorithms/mbo/surrogate.R -- the surrogate: a Gaussian process while data are few (gp.R,
+# gp_mixed.R), else a random forest (ranger by default) with a standard error, fitted on the
+# completed trials (failed ones imputed) on a chosen target scale.
 
 # the surrogate's target scale. "log": log(y) (shifted if some y <= 0, the old log.y = TRUE);
 # "slog": log(y - min(y) + eps), eps = y.eps * range(y); "rank": normal scores of the ranks;
@@ -101,8 +102,13 @@ mbo_fit <- function(S) {
   tg <- mbo_fit_rows(S, tg)   # a bounded training set at large n (scale.R)
   Fx <- mbo_features(S, S$X[tg$rows, , drop = FALSE])
   y <- tg$y
-  # the GP (gp.R) for numeric spaces while data are few, else the forest
-  fit <- function(F, v) if (mbo_use_gp(S, nrow(F))) mbo_fit_gp(S, F, v) else mbo_fit_forest(S, F, v)
+  # while data are few the GP: gp.R's for numeric spaces, gp_mixed.R's (one-hot discretes) for
+  # the others; else the forest
+  fit <- function(F, v) {
+    if (mbo_use_gp(S, nrow(F))) mbo_fit_gp(S, F, v)
+    else if (mbo_use_gp_mixed(S, nrow(F))) mbo_fit_gp_mixed(S, F, v)
+    else mbo_fit_forest(S, F, v)
+  }
   model <- fit(Fx, y)
   if (S$ctl$mode == "stream" && S$ctl$pending == "believer") {
     pend <- which(S$status == "pending")
@@ -118,7 +124,8 @@ mbo_fit <- function(S) {
 mbo_predict <- function(model, Fx, chunk = 10000L) {
   n <- nrow(Fx)
   if (model$kind == "none") return(list(mean = rep(0, n), se = rep(1, n)))
-  if (model$kind == "gp") return(gp_predict(model, mbo_gp_scale(Fx, model$lower, model$upper)))
+  if (model$kind == "gp")
+    return(gp_predict(model, if (is.null(model$encode)) mbo_gp_scale(Fx, model$lower, model$upper) else model$encode(Fx)))
   m <- s <- numeric(n)
   for (st in seq(1L, n, by = chunk)) {
     idx <- st:min(n, st + chunk - 1L)
