@@ -259,7 +259,7 @@ def slowdown(load: float, cores: int) -> float:
     return max(1.0, load / cores)
 
 
-def fit_pooled_load(samples: list[tuple], cores: int) -> farmsim.Cost:
+def fit_pooled_load(samples: list[tuple], cores: int) -> farmsim.Cost | None:
     """One cost model for every run of a mode: seconds = (a + b q + c n + d n q) x
     slowdown(load), the load average recorded with each run; a..d >= 0 by least squares on
     relative errors (quiet rounds take a tenth of loaded ones and must count as much)."""
@@ -267,7 +267,7 @@ def fit_pooled_load(samples: list[tuple], cores: int) -> farmsim.Cost:
     from scipy.optimize import nnls
     s = np.array([x[:4] for x in samples if x[3] is not None and x[4]], dtype=float)
     if not len(s):
-        raise SystemExit("no rounds with a known load: give --logs")
+        return None
     n, q, sec, load = s.T
     w = 1 / np.maximum(sec, 0.05)
     f = np.maximum(1.0, load / cores)
@@ -312,6 +312,8 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
         if how == "pooled-load" and not r["same_code"] and r["algo"] != "random":
             print(f"{r['name']:16} (started before --pool-since: other proposal code, not pooled)")
             continue
+        if how == "pooled-load" and cal["pooled_load"][r["algo"]] is None:
+            continue
         o = simulate_run(r, cal, a.ahead, how)
         du = (o.utilization - r["real"]["util"]) * 100
         dm = o.makespan / r["real"]["makespan"] - 1
@@ -323,7 +325,8 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
               f"{r['real']['makespan']:12.1f}s {o.makespan:7.1f}s {dm:+7.1%}  {'yes' if ok else 'NO'}",
               flush=True)
     n = sum(1 for r in per.values() if how != "pooled-load" or (
-        r["load"] is not None and (r["same_code"] or r["algo"] == "random")))
+        r["load"] is not None and (r["same_code"] or r["algo"] == "random")
+        and cal["pooled_load"][r["algo"]] is not None))
     print(f"within 5 points and 10 %: {passed} of {n} runs")
 
 
@@ -387,12 +390,17 @@ def main(argv=None) -> int:
     validate(per, cal, a, "own", "each run's optimizer cost fitted on its own rounds")
     if a.pooled:
         validate(per, cal, a, "pooled", "a + b q + c n + d n q fitted over all runs of a mode")
-    if a.logs:
+    pooled_load = {m: fit_pooled_load(cal["samples"][m], a.cores) for m in ("stream", "batch")}
+    if a.logs and all(v is None for v in pooled_load.values()):
+        print(f"\npooled cost model with the load: no mlrMBO stream and batch rounds of runs started "
+              f"since {a.pool_since} with a recorded load (give their logs with --logs)")
+    elif a.logs:
         cal["cores"] = a.cores
-        cal["pooled_load"] = {m: fit_pooled_load(cal["samples"][m], a.cores) for m in ("stream", "batch")}
-        cal["pooled_load"]["random"] = cal["random_cost"]
+        cal["pooled_load"] = dict(pooled_load, random=cal["random_cost"])
         print()
         for m in ("stream", "batch"):
+            if pooled_load[m] is None:
+                continue
             print(f"pooled cost model, mlrMBO {m}, runs since {a.pool_since}: "
                   f"({fmt_cost(cal['pooled_load'][m])}) x max(1, load average / {a.cores})")
         validate(per, cal, a, "pooled-load", f"one cost model per mode (runs since {a.pool_since}) "
