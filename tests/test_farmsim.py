@@ -193,3 +193,28 @@ def test_bench_pilot_rejects_a_negative_duration_setting():
                       ({"duration_mean": 0.01, "duration_cv": -0.5}, "duration_cv")):
         with pytest.raises(PilotError, match=name):
             run(bad, TrialContext.local())
+
+
+def test_simulator_look_ahead_is_the_real_optimizers(tmp_path):
+    """A real mlrMBO stream run: replayed round by round, its transcript asks for exactly the
+    points farmsim's 'auto' rule proposes (scale.R's mbo_stream_q and farmsim must not drift)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from farm_model import detect_ahead, transcript
+    from sqlalchemy import create_engine
+    space = tmp_path / "s.R"
+    space.write_text('param.set <- makeParamSet(makeNumericParam("x1", lower = -5, upper = 10),\n'
+                     '  makeNumericParam("x2", lower = 0, upper = 15),\n'
+                     '  makeDiscreteParam("duration_mean", values = 0.3),\n'
+                     '  makeDiscreteParam("duration_cv", values = 1),\n'
+                     '  makeDiscreteParam("duration_seed", values = 3L))\n')
+    p = run_workflow(tmp_path, "--pilot", "bench", "--algo", "mlrMBO", "--procs", "7",
+                     "--budget", "60", "--space", str(space), "--settings", "mode = 'stream', seed = 1")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    eng = create_engine(f"sqlite:///{tmp_path / 'emews.db'}")
+    with eng.connect() as c:
+        rule, hits = detect_ahead(transcript(c, 1), 6, 60)
+    eng.dispose()
+    matched, rounds = hits["auto"]
+    assert rounds >= 5 and matched == rounds and rule == "auto", hits
+    assert hits[0][0] < rounds      # the replay tells the rules apart: no look-ahead misses
