@@ -173,8 +173,12 @@ def time_to(curve: list, target: float) -> float:
     return next((t for t, y in curve if y <= target + 1e-12), math.inf)
 
 
-def report(pilot: str, results: dict, stoppers: list[str], seeds: list[int], window: float) -> None:
-    print(f"\n== {pilot}: {len(seeds)} seeds, {window:g} s of trials per run ==")
+def report(pilot: str, results: dict, stoppers: list[str], seeds: list[int], window: float,
+           tol: float = 0.0) -> None:
+    """The table; with ``tol`` > 0, "same best" is within tol of the run without stopping and the
+    time is to reach its best + tol (both runs)."""
+    within = f", same best = within {tol:g}" if tol else ""
+    print(f"\n== {pilot}: {len(seeds)} seeds, {window:g} s of trials per run{within} ==")
     base = {s: results[("none", s)] for s in seeds}
     print(f"{'stopper':<26} {'completed':>9} {'stopped':>7} {'best (median)':>13} "
           f"{'better/same/worse':>17} {'t to base best':>14}")
@@ -188,9 +192,10 @@ def report(pilot: str, results: dict, stoppers: list[str], seeds: list[int], win
         for s, r in zip(seeds, rows):
             b = base[s]
             d = r["best"] - b["best"]
-            bsw[0 if d < -1e-9 else 1 if abs(d) <= 1e-9 else 2] += 1
-            tb = time_to(b["curve"], b["best"])
-            ratios.append(time_to(r["curve"], b["best"]) / tb if tb > 0 else math.inf)
+            eps = max(tol, 1e-9)
+            bsw[0 if d < -eps else 1 if abs(d) <= eps else 2] += 1
+            tb = time_to(b["curve"], b["best"] + tol)
+            ratios.append(time_to(r["curve"], b["best"] + tol) / tb if tb > 0 else math.inf)
         med = statistics.median(ratios)
         shown = "never" if math.isinf(med) else f"{med:.2f}x"
         print(f"{st:<26} {comp:>9g} {stp:>7g} {best:>13.4g} {'/'.join(map(str, bsw)):>17} "
@@ -251,7 +256,7 @@ def recorded(db: str, exp: str) -> tuple[list[dict], dict[int, float]]:
 
 
 def replay(trials: list[dict], first: dict, stopper_text: str, window: float,
-           objective: str = "last") -> dict:
+           objective: str = "last", target: float = -math.inf) -> dict:
     """A farm of len(first) workers running ``trials`` in order, each taking the next when free,
     with the stopper's real code deciding on the recorded curves: a trial it stops ends one epoch
     after the decision (the stop reaches the training at the next epoch end) plus its recorded
@@ -263,12 +268,21 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float,
     A trial's result is its recorded objective (the pilot's evaluation after the last epoch), a
     stopped one's its val_loss at the epoch it stopped (its model as stopped is a result too);
     ``objective="best-epoch"`` makes every result the best val_loss of the epochs it trained (what
-    a pilot keeping its best epoch's weights would return)."""
+    a pilot keeping its best epoch's weights would return). ``stopper_text="oracle"`` is no rule
+    but a bound: it stops after its first epoch every training whose result is worse than
+    ``target``."""
     import heapq
 
     from emews_py.farm import stoppers
     st = stoppers.make({**stoppers.parse(stopper_text), "metric": "val_loss"}) \
-        if stopper_text != "none" else None
+        if stopper_text not in ("none", "oracle") else None
+
+    def result(t) -> float:
+        y = t["objective"] if t["status"] == "completed" and t["objective"] is not None \
+            else math.inf
+        if objective == "best-epoch":
+            y = min([y] + [v for v in t["vals"] if v is not None and math.isfinite(v)])
+        return y
     queue = list(trials)
     heap: list = []          # (time, seq, kind, trial index, epoch)
     seq = 0
@@ -307,7 +321,11 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float,
             if t["stop_at"] is not None and k > t["stop_at"]:
                 continue
             # every epoch reported is seen (a peer's data), decisions only before a stop
-            if st is not None and st.observe(t["id"], k, t["vals"][k]) and t["stop_at"] is None:
+            # the oracle: after the first epoch, stops every training whose recorded result is
+            # worse than `target` (the best any rule could do once grace is 1)
+            stop = result(t) > target + 1e-12 if stopper_text == "oracle" and k == 0 \
+                else st is not None and st.observe(t["id"], k, t["vals"][k])
+            if stop and t["stop_at"] is None:
                 s = min(k + 1, len(t["ends"]) - 1)
                 if not t["full"] and s == len(t["ends"]) - 1 and k + 1 > s:
                     s = k   # unknown beyond the recording: stop where it is (rare)
@@ -332,10 +350,7 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float,
                 values[t["id"]] = min(seen) if objective == "best-epoch" else seen[-1]
                 done.append((now, values[t["id"]], False))
         elif t["status"] == "completed" and t["objective"] is not None:
-            y = float(t["objective"])
-            if objective == "best-epoch":
-                y = min([y] + [v for v in t["vals"] if v is not None and math.isfinite(v)])
-            values[t["id"]] = y
+            y = values[t["id"]] = result(t)
             done.append((now, y, True))
         take(now)
     done = [d for d in sorted(done) if d[0] <= window]
@@ -369,6 +384,10 @@ def main() -> int:
                     help="replay: a trial's result is the pilot's objective (the last epoch's "
                          "model: default), or the best val_loss of its epochs (what a pilot "
                          "keeping its best epoch's weights would return)")
+    ap.add_argument("--tol", type=float, default=0.0,
+                    help="also print the table with 'the same best' meaning within this much of "
+                         "the run without stopping (e.g. 0.001: drug's val_loss goes to 1e-7 in "
+                         "many trainings that all classify every validation sample right)")
     a = ap.parse_args()
     if a.stoppers[0] != "none":
         a.stoppers = ["none"] + [s for s in a.stoppers if s != "none"]
@@ -464,7 +483,8 @@ def main_replay(a, seeds: list[int]) -> int:
             real = measure(db, f"{pilot}-none-s{s}", a.window)
             for st in a.stoppers:
                 results[(st, s)] = m = replay([dict(t) for t in trials], first, st, a.window,
-                                              a.objective)
+                                              a.objective, results[("none", s)]["best"]
+                                              if st == "oracle" else -math.inf)
                 cut = "" if m["horizon"] >= a.window else f" (recording used up at {m['horizon']:.0f} s)"
                 print(f"[stopping] {pilot} seed {s} {st}: {m['completed']} completed, "
                       f"{m['stopped']} stopped, best {m['best']:.4g}{cut}")
@@ -473,6 +493,8 @@ def main_replay(a, seeds: list[int]) -> int:
                   f"{real['completed']} completed, best {real['best']:.4g} in {a.window:g} s; "
                   f"recorded {len(trials)} trainings")
         report(pilot, results, a.stoppers, seeds, a.window)
+        if a.tol:
+            report(pilot, results, a.stoppers, seeds, a.window, a.tol)
         predictive(pilot, [t for s in seeds for t in rec[s][0]], a.objective)
     return 0
 
