@@ -1,34 +1,46 @@
 """Early stopping on real Keras pilots (issue 11): the same search with and without each stopper,
 at equal wall time, over several seeds.
 
-    .venv/bin/python benchmarks/stopping.py [--pilots drug treat] [--seeds 5] [--window 60]
-        [--stoppers none asha median] [--epochs 12] [--algo optuna] [--runs runs/stopping]
+    .venv/bin/python benchmarks/stopping.py [--pilots drug treat] [--seeds 5] [--window 600]
+        [--stoppers none asha median] [--epochs 30] [--algo optuna] [--runs runs/stopping]
 
 Each run is `emews workflow --pilot P --algo optuna` with Optuna's random sampler seeded by the
 seed (SETTINGS {"sampler": "random", "seed": S}): a streaming optimizer whose proposals do not
 depend on the results, so for one seed every stopper sees the same configurations in the same
 order, and the comparison measures the stopper alone (--algo mlrMBO runs mlrMBO instead; it
 adapts to what it is told, so the runs diverge). The space is the pilot's default space with
-`epochs` fixed (--epochs: every training may run that long, so there is something to stop) and
+`epochs` fixed (--epochs, default 30: tens of epochs, as a campaign trains; with the pilots' own
+10, or 12, the model's build and first epoch are half a training and a stop saves little) and
 the loss fixed to categorical cross-entropy (so the val_loss the stoppers compare is the
 objective of every trial). The budget is never reached: each run is stopped with SIGTERM
 --window seconds after its first training began (its train_begin event: equal wall time; the
 workers' Keras import before it is not counted), and the trials finished by then are read from the store.
 
 Printed per pilot and stopper, over the seeds: trials completed (and stopped) in the window, the
-best validation loss of a completed trial (median, and per seed against the run without
+best validation loss of a trial (a stopped trial's model counts; median, and per seed against the
+run without
 stopping: better / same / worse), and the time to reach the no-stopping run's final best of the
 same seed, as a ratio of the time the no-stopping run took to reach it (median over seeds;
 `never` counts as worse than any ratio). Target (issue 11): the same best in at most half the
 wall time (ratio <= 0.5), or a better best in the same time.
 
 On a loaded machine (the 2-core reference machine with other jobs: Keras imports of 40 s, first
-epochs of 10-15 s) a window short enough for 30 live runs holds too few trainings to compare.
-Then record once without stopping, with a window long enough for what the stoppers would run, and
-replay the stoppers on those recorded learning curves:
+epochs of 10-30 s) 30 live runs long enough to compare do not fit. Then record once without
+stopping (the two pilots side by side), and replay the stoppers on those recorded learning curves,
+pooled (--pool: a longer random search made of all seeds' recordings) for campaign-sized windows:
 
-    .venv/bin/python benchmarks/stopping.py --stoppers none --window 150 --runs runs/stopping
-    .venv/bin/python benchmarks/stopping.py --replay sqlite:///runs/stopping/stopping.db --window 60
+    .venv/bin/python benchmarks/stopping.py --pilots drug --stoppers none --window 330 --runs R/drug
+    .venv/bin/python benchmarks/stopping.py --pilots treat --stoppers none --window 330 --runs R/treat
+    .venv/bin/python benchmarks/stopping.py --replay R/drug/stopping.db R/treat/stopping.db --pool \
+        --window 1200 --stoppers none oracle asha median asha:grace=3 [--objective best-epoch]
+
+Per seed the replay says why (`why:` lines: which training gave the no-stopping best, when, and
+whether each stopper stopped it), and per pilot how well the best val_loss after 1, 3, 9, 27
+epochs ranks the trainings as their results do (Spearman) and the first epoch's share of a
+training. `oracle` is no rule but the bound of any: it stops after the first epoch every training
+worse than the no-stopping best. `--objective best-epoch` scores each training by its best
+epoch's val_loss (a pilot keeping its best weights) instead of the last; `--tol` adds a table
+where "the same best" is within that much.
 
 The replay is a farm of as many workers as the recording had, taking the recorded trials in the
 same order, each timed as it was recorded (its time before training, each epoch's end, its
@@ -365,9 +377,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pilots", nargs="+", default=["drug", "treat"])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--window", type=float, default=60.0)
+    ap.add_argument("--window", type=float, default=600.0)
     ap.add_argument("--stoppers", nargs="+", default=["none", "asha", "median"])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--algo", default="optuna")
     ap.add_argument("--procs", type=int, default=3)
     ap.add_argument("--runs", default=str(REPO / "runs" / "stopping"))
