@@ -188,6 +188,9 @@ def test_benchmark_replay_times_a_stop_like_the_farm():
     assert bench.time_to(res["curve"], base["best"]) / bench.time_to(base["curve"], base["best"]) \
         == pytest.approx(11.5 / 13.5)
     assert "training #3 (id 3" in bench.why(rec, base, res, "asha")
+    # the oracle bound: every training worse than the target stopped after its first epoch
+    orc = bench.replay([dict(t) for t in rec], {1: 0.0}, "oracle", 100.0, target=0.2)
+    assert orc["curve"] == [(2.5, 0.9), (5.0, 5.0), (9.5, 0.2)] and orc["stops"] == {1: 2, 2: 2}
     # the best epoch's val_loss instead of the last one's
     assert bench.replay([dict(t) for t in rec[:1]], {1: 0.0}, "none", 100.0,
                         objective="best-epoch")["best"] == 0.7
