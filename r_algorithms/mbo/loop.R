@@ -113,7 +113,7 @@ mbo_main <- function(settings = eq_settings()) {
   if (!is.null(ctl$warm.start)) mbo_warm_start(S, ctl$warm.start)
   d <- length(S$act)
   maxlev <- max(c(1L, vapply(S$info, function(p) if (is.null(p$levels) || p$const) 1L else length(p$levels), 1L)))
-  n0 <- mbo_design_size(ctl, d, maxlev, S$nwarm)
+  n0 <- mbo_design_size(ctl, d, maxlev, S$nwarm, gp = mbo_use_gp(S, 0L))   # design.R: 2 d for the GP
   n.run <- max(0L, n0 - S$nwarm)   # warm-start points take the place of design points
   workers <- if (is.null(ctl$workers)) NA_integer_ else as.integer(ctl$workers)
   mbo_log(S, "%d parameters (%d searched), budget %d, design %d%s, mode %s%s", length(S$info), d, ctl$max.budget,

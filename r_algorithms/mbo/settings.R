@@ -55,8 +55,16 @@
 #                    (default 200; the GP's fit costs O(n^3)).
 #   gp.restarts      maximum-likelihood restarts of the GP's hyperparameters (default 3).
 #   infill           the infill criterion (infill.R): "auto" (default): expected improvement
-#                    when the GP proposes one point, qLCB (lambda) for several points and for
-#                    the forest; "ei"; "cb" (qLCB always, mlrMBO's multi-point "cb").
+#                    from the GP (several points: under the constant liar, see liar), qLCB
+#                    (lambda) for the forest; "ei"; "cb" (qLCB always, mlrMBO's multi-point "cb").
+#   liar             with EI from the GP: pending trials and the points already chosen in the
+#                    round enter the GP as fantasies, hyperparameters kept, and the round's points
+#                    are chosen one at a time (infill.R). "mean" (default): the fantasies take the
+#                    GP's mean there (the kriging believer); "min": the best fitted target
+#                    (mlrMBO's constant liar "cl"; clusters next to running trials in stream
+#                    mode); "max": the worst fitted target (pessimistic, spreads points most);
+#                    "none": no fantasies (and
+#                    infill = 'auto' then takes qLCB for several points, the behaviour before).
 #   splitrule        ranger split rule: "extratrees" (default: random split points, a smoother
 #                    mean than "variance" splits; scikit-optimize's forest default) or "variance".
 #   replace          bootstrap (TRUE) or subsample 63.2% without replacement (FALSE, default).
@@ -122,7 +130,7 @@
 MBO_SETTINGS <- c(
   "param.set.file", "max.budget", "max.iterations", "design.size", "propose.points", "workers",
   "seed", "mode", "minimize", "y.trafo", "y.eps", "log.y", "impute.y", "impute.margin", "lambda",
-  "surrogate", "gp.max.n", "gp.restarts", "infill", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
+  "surrogate", "gp.max.n", "gp.restarts", "infill", "liar", "splitrule", "replace", "se.method", "num.trees", "min.node.size", "mtry", "threads",
   "fs.points", "fs.maxit", "fs.restarts", "fs.budget", "local.points", "local.top", "batch.dist",
   "interleave.random.points", "dup.tol", "pending", "min.fit", "verbose", "preset", "design.cap",
   "select", "warm.start", "fit.max", "fit.top", "ahead")
@@ -202,6 +210,7 @@ mbo_settings <- function(s) {
     gp.max.n = s$gp.max.n %||% 200,
     gp.restarts = s$gp.restarts %||% 3L,
     infill = as.character(s$infill %||% "auto"),
+    liar = as.character(s$liar %||% "mean"),
     num.trees = as.integer(s$num.trees %||% 100L),
     min.node.size = if (is.null(s$min.node.size)) NULL else as.integer(s$min.node.size),
     local.points = as.integer(s$local.points %||% 1000L),
@@ -250,6 +259,10 @@ mbo_settings <- function(s) {
     fail("infill = '", paste(ctl$infill, collapse = "', '"), "' is not supported; use 'auto' (default: ",
          "expected improvement when the GP proposes a single point, else qLCB), 'ei' or 'cb' (qLCB, mlrMBO's ",
          "multi-point criterion).")
+  if (!(length(ctl$liar) == 1L && ctl$liar %in% c("min", "mean", "max", "none")))
+    fail("liar = '", paste(ctl$liar, collapse = "', '"), "' is not supported; use 'mean' (default: ",
+         "kriging believer, fantasies at the GP's mean), 'min' (constant liar at the best value), 'max' (at the ",
+         "worst value) or 'none' (no fantasies).")
   if (!(ctl$select %in% c("pool", "lambda")))
     fail("select = '", ctl$select, "' is not supported; use 'pool' (default) or 'lambda' (mlrMBO's choice).")
   if (!(ctl$pending %in% c("believer", "ignore")))

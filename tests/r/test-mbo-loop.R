@@ -63,8 +63,9 @@ test_that("preset = 'mlrMBO' runs to the budget with mlrMBO's design size and it
   expect_equal(list(ctl$local.points, ctl$y.trafo, ctl$design.cap, ctl$batch.dist, ctl$select),
                list(0L, "none", FALSE, 0, "lambda"))
   expect_equal(nrow(unique(params_df(h))), 12L)                        # still distinct
-  h <- mbo(s)
+  h <- mbo(paste0(s, ", surrogate = 'ranger'"))   # the forest: 4 d = 8, capped at 6
   expect_equal(count_design(h), 6L)
+  expect_equal(count_design(mbo(s)), 4L)          # the GP (design.R): 2 d, one round of 4
 })
 
 test_that("without a preset the proposals are exactly the recorded ones (behaviour kept)", {
