@@ -59,10 +59,11 @@
 #                    (lambda) for the forest; "ei"; "cb" (qLCB always, mlrMBO's multi-point "cb").
 #   liar             with EI from the GP: pending trials and the points already chosen in the
 #                    round enter the GP as fantasies, hyperparameters kept, and the round's points
-#                    are chosen one at a time (infill.R). "mean" (default): the fantasies take the
-#                    GP's mean there (the kriging believer); "min": the best fitted target
-#                    (mlrMBO's constant liar "cl"; clusters next to running trials in stream
-#                    mode); "max": the worst fitted target (pessimistic, spreads points most);
+#                    are chosen one at a time (infill.R). "auto" (default): "mean" in batch
+#                    mode, "none" in stream mode (measured, docs/mlrmbo.md); "min": fantasies
+#                    at the best fitted target (mlrMBO's constant liar "cl"; crowds proposals
+#                    next to running trials in stream mode); "mean": the GP's mean there (the
+#                    kriging believer); "max": the worst fitted target (pessimistic);
 #                    "none": no fantasies (and
 #                    infill = 'auto' then takes qLCB for several points, the behaviour before).
 #   splitrule        ranger split rule: "extratrees" (default: random split points, a smoother
@@ -210,7 +211,7 @@ mbo_settings <- function(s) {
     gp.max.n = s$gp.max.n %||% 200,
     gp.restarts = s$gp.restarts %||% 3L,
     infill = as.character(s$infill %||% "auto"),
-    liar = as.character(s$liar %||% "mean"),
+    liar = as.character(s$liar %||% "auto"),
     num.trees = as.integer(s$num.trees %||% 100L),
     min.node.size = if (is.null(s$min.node.size)) NULL else as.integer(s$min.node.size),
     local.points = as.integer(s$local.points %||% 1000L),
@@ -259,10 +260,10 @@ mbo_settings <- function(s) {
     fail("infill = '", paste(ctl$infill, collapse = "', '"), "' is not supported; use 'auto' (default: ",
          "expected improvement when the GP proposes a single point, else qLCB), 'ei' or 'cb' (qLCB, mlrMBO's ",
          "multi-point criterion).")
-  if (!(length(ctl$liar) == 1L && ctl$liar %in% c("min", "mean", "max", "none")))
-    fail("liar = '", paste(ctl$liar, collapse = "', '"), "' is not supported; use 'mean' (default: ",
-         "kriging believer, fantasies at the GP's mean), 'min' (constant liar at the best value), 'max' (at the ",
-         "worst value) or 'none' (no fantasies).")
+  if (!(length(ctl$liar) == 1L && ctl$liar %in% c("auto", "min", "mean", "max", "none")))
+    fail("liar = '", paste(ctl$liar, collapse = "', '"), "' is not supported; use 'auto' (default: ",
+         "'mean' in batch mode, 'none' in stream mode), 'min' (constant liar at the best value), 'mean' (kriging ",
+         "believer, the GP's mean), 'max' (the worst value) or 'none' (no fantasies).")
   if (!(ctl$select %in% c("pool", "lambda")))
     fail("select = '", ctl$select, "' is not supported; use 'pool' (default) or 'lambda' (mlrMBO's choice).")
   if (!(ctl$pending %in% c("believer", "ignore")))

@@ -90,8 +90,8 @@ test_that("expected improvement: zero se gives the plain improvement; more se, m
   ctl <- mbo_settings(list(param.set.file = "x.R"))
   gp <- list(kind = "gp")
   expect_true(mbo_use_ei(ctl, 1L, gp))                                # auto: EI for one point,
-  expect_true(mbo_use_ei(ctl, 8L, gp))                                # and batches (constant liar)
-  expect_false(mbo_use_ei(modifyList(ctl, list(liar = "none")), 8L, gp))   # before: qLCB
+  expect_true(mbo_use_ei(modifyList(ctl, list(mode = "batch")), 8L, gp))    # batches: the kriging believer
+  expect_false(mbo_use_ei(ctl, 8L, gp))                  # stream mode's look-ahead rounds: qLCB (liar 'none')
   expect_false(mbo_use_ei(ctl, 1L, list(kind = "none")))              # no model yet: no EI
   expect_false(mbo_use_ei(ctl, 1L, list(kind = "ranger")))            # the forest keeps qLCB
   expect_true(mbo_use_ei(modifyList(ctl, list(infill = "ei")), 8L, gp))

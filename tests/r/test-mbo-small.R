@@ -64,7 +64,10 @@ test_that("stream mode: a proposal keeps away from the trials in flight under th
 })
 
 test_that("liar settings: 'auto' takes EI for GP batches; the forest and 'none' keep qLCB", {
-  ctl <- mbo_settings(list(param.set.file = "x.R"))
+  # the default: kriging believer in batch mode, none in stream mode
+  expect_equal(mbo_liar(mbo_settings(list(param.set.file = "x.R"))), "none")
+  expect_equal(mbo_liar(mbo_settings(list(param.set.file = "x.R", mode = "batch"))), "mean")
+  ctl <- mbo_settings(list(param.set.file = "x.R", mode = "batch"))
   gp <- list(kind = "gp")
   expect_true(mbo_use_ei(ctl, 8L, gp))
   expect_true(mbo_use_liar(ctl, TRUE, gp))
@@ -73,7 +76,7 @@ test_that("liar settings: 'auto' takes EI for GP batches; the forest and 'none' 
   expect_false(mbo_use_ei(none, 8L, gp)); expect_true(mbo_use_ei(none, 1L, gp))
   expect_false(mbo_use_liar(none, TRUE, gp))
   expect_error_paragraph(mbo_settings(list(param.set.file = "x.R", liar = "worst")),
-                         "liar = 'worst' is not supported; use 'mean'")
+                         "liar = 'worst' is not supported; use 'auto'")
 })
 
 test_that("the GP's default design is 2 d, at least one round of the farm; the forest keeps 4 d", {
