@@ -70,7 +70,7 @@ test_that("stream look-ahead: ahead = 0 proposes for idle workers only, 'auto' f
   expect_equal(mbo_stream_q(A, 1L, 11L, 8L, 1L), 5L)                 # 4 of the 8 queued already
   for (k in 1:5) mbo_stream_q(A, 1L, 8L, 8L, 1L)                     # the burst leaves the window
   expect_equal(mbo_stream_q(A, 1L, 7L, 8L, 1L), 3L)                  # 1 idle + 2 x 1 ahead
-  expect_equal(mbo_stream_q(A, 5L, 3L, 8L, 50L), 5L + 8L)            # never more than workers ahead
+  expect_equal(mbo_stream_q(A, 5L, 3L, 8L, 50L), 5L + 16L)           # never more than 2 x workers ahead
   expect_equal(mbo_stream_q(A, 2L, 2L, NA_integer_, 3L), 2L)         # farm size unknown: idle only
 })
 
