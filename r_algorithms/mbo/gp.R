@@ -7,9 +7,10 @@
 # (up to the nugget), growing towards the prior's away from the data.
 #
 # Which surrogate (mbo_use_gp): surrogate = "auto" (default) takes the GP when every searched
-# parameter is numeric and fewer than gp.max.n points are fitted, else the forest (integers and
-# discrete values stay with the forest, which handles them natively); surrogate = "gp" takes it
-# for numeric and integer parameters (integers as continuous values) at any n.
+# parameter is numeric and fewer than gp.max.n points are fitted (with integer, discrete or
+# logical parameters, gp_mixed.R's one-hot GP under the same n limit), else the forest;
+# surrogate = "gp" takes it for numeric and integer parameters (integers as continuous values)
+# at any n.
 
 # the GP for this state and number of fitted points? (settings.R has already refused "gp" on a
 # space with discrete parameters)
