@@ -506,14 +506,13 @@ class Driver:
         several folds per trial numbers its epochs on across them: only fold 0 is judged."""
         metric = self.cfg.stopper["metric"]
         for ev in events:
-            m = ev.get("metrics") or {}
-            if ev.get("kind") != "epoch_end" or metric not in m or ev.get("epoch") is None \
-                    or (m.get("fold") or 0) != 0:
+            if ev.get("kind") != "epoch_end" or ev.get("epoch") is None \
+                    or not stoppers.judged(ev.get("metrics"), metric):
                 continue
             t = self.trials.get(ev["trial_id"])
             if t is None or t.status is not TrialStatus.RUNNING or t.worker is None:
                 continue
-            if self.stopper.observe(t.id, int(ev["epoch"]), m[metric]):
+            if self.stopper.observe(t.id, int(ev["epoch"]), ev["metrics"][metric]):
                 self.sends.isend(t.id, t.worker, Tag.HALT)
 
     def on_imported(self, source: int, msg: dict) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from emews_py.farm.stoppers import judged
 from emews_py.store.schema import eq_messages, events, trials
 from emews_py.trials import Trial, TrialStatus, objective_or_none
 
@@ -72,12 +73,7 @@ def epoch_history(engine: Engine, exp_id: int, metric: str) -> list[tuple[int, i
                          .where(trials.c.experiment_id == exp_id, trials.c.status.in_(done),
                                 events.c.kind == "epoch_end", events.c.epoch.is_not(None))
                          .order_by(events.c.id)).all()
-    out = []
-    for tid, epoch, m in rows:
-        m = m or {}
-        if metric in m and not (m.get("fold") or 0):
-            out.append((tid, int(epoch), m[metric]))
-    return out
+    return [(tid, int(epoch), m[metric]) for tid, epoch, m in rows if judged(m, metric)]
 
 
 def load_transcript(engine: Engine, exp_id: int) -> list[Message]:

@@ -246,5 +246,13 @@ class Median(Stopper):
         return None
 
 
+def judged(metrics: dict | None, metric: str) -> bool:
+    """Does an epoch_end event with these metrics count for the stopper? It must carry ``metric``;
+    a pilot training several folds per trial numbers its epochs on across them, so only fold 0
+    is judged (the driver live, replay.epoch_history on a resume)."""
+    m = metrics or {}
+    return metric in m and not (m.get("fold") or 0)
+
+
 def make(spec: dict) -> Stopper:
     return {"asha": Asha, "median": Median}[spec["rule"]](spec)
