@@ -22,7 +22,11 @@ scale.
    submission order) and its own look-ahead rule; the optimizer's cost (a) fitted on the run's
    own rounds, (b) with --pooled, fitted over all runs of the mode, (c) with --logs, one model
    per mode for the runs with the current proposal code (--pool-since): (a + b q + c n + d n q)
-   x max(1, load / cores). Targets: utilization within 5 points, makespan within 10 %.
+   x max(1, load / cores), (d) with --holdout, out of sample: each run with everything
+   calibrated on the other runs only (its mode's cost over the other runs since --pool-since,
+   with n held at their largest n; their random rounds, hand-out gap and result lag), so a
+   128-worker run is predicted from the 16- and 64-worker ones. Targets: utilization within 5
+   points, makespan within 10 %.
 3. Prediction: 1,024, 4,096 and 16,384 workers, trials lognormal with mean 600 s (the paper's
    ~10-minute trainings) and CV 1, 10 trials per worker, batch vs stream vs random, with the
    calibrated costs, and with the proposal cost of --cost-table (benchmarks/proposal_cost.py's
@@ -221,10 +225,11 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                 for n, q, sec in rs:
                     # per mode: stream refits with its pending trials, batch has none
                     key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else algo
-                    samples[key].append((n, q, sec, load, same_code))
+                    samples[key].append((n, q, sec, load, same_code, (store, e["id"])))
                     own[key].append((n, q, sec))
-                g += gaps(c, e["id"])
-                lag += result_lags(c, e["id"], msgs)
+                run_gaps, run_lags = gaps(c, e["id"]), result_lags(c, e["id"], msgs)
+                g += run_gaps
+                lag += run_lags
                 dur = [r["f"] - r["s"] for r in c.execute(text(
                     "SELECT (julianday(started_at) - 2440587.5) * 86400 AS s, "
                     "(julianday(finished_at) - 2440587.5) * 86400 AS f FROM trials "
@@ -235,7 +240,7 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                 per[store, e["id"]] = dict(
                     name=f"{store.parent.name}/{algo} {w}", algo=algo, workers=w, design=design,
                     min_fit=min_fit, durations=dur, real=measure(engine, e["id"]), load=load,
-                    same_code=same_code,
+                    same_code=same_code, gaps=run_gaps, lags=run_lags,
                     rule=rule, hits=hits,
                     own={k: farmsim.fit_cost(v) for k, v in own.items() if len(v) >= 2})
         engine.dispose()
@@ -275,13 +280,33 @@ def fit_pooled_load(samples: list[tuple], cores: int) -> farmsim.Cost | None:
     return farmsim.Cost(*map(float, coef))
 
 
+def holdout_cal(key, r: dict, per: dict, cal: dict) -> dict | None:
+    """Everything the simulation of run ``key`` needs, calibrated without it: its mode's cost
+    fitted over the rounds of the other runs with the current proposal code (n held at their
+    largest n), the random rounds of the other runs, and the hand-out gap and result lag of the
+    other runs. None when no other run of the mode has rounds to fit."""
+    def others(k):
+        return [x[:3] for x in cal["samples"][k] if x[5] != key and (x[4] or k == "random")]
+    mode = others(r["algo"]) if r["algo"] != "random" else []
+    rnd = others("random")
+    if (r["algo"] != "random" and len(mode) < 4) or len(rnd) < 2:
+        return None
+    rest = [p for k, p in per.items() if k != key]
+    g = [x for p in rest for x in p["gaps"]]
+    lag = [x for p in rest for x in p["lags"]]
+    return dict(cal, cost={r["algo"]: farmsim.fit_cost(mode, max(x[0] for x in mode))} if mode else {},
+                random_cost=farmsim.fit_cost(rnd, max(x[0] for x in rnd)),
+                gap_s=statistics.median(g) if g else cal["gap_s"],
+                result_s=statistics.median(lag) if lag else cal["result_s"])
+
+
 def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:
     """The run simulated with its own durations and the look-ahead rule it ran with (``ahead``
     when given). The optimizer's cost: ``own``: fitted on this run's rounds (a fit per run: the
     machine's load, and so the optimizer's speed, changed between runs; pooled where a run has
     fewer than 2 rounds of a kind); ``pooled``: fitted over all runs of the mode; ``load``: the
     cost model of its mode pooled over the runs with the current proposal code, times the
-    slowdown at this run's load."""
+    slowdown at this run's load; ``holdout``: ``cal`` comes from holdout_cal (without this run)."""
     W, d = r["workers"], r["durations"]
     own = r["own"] if how == "own" else {}
     cost = own.get(r["algo"], cal["cost"].get(r["algo"], farmsim.Cost()))
@@ -304,8 +329,15 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
     print(f"\nvalidation, {label}:")
     print(f"{'run':16} {'ahead':9} {'load':>5} {'util real':>9} {'sim':>6} {'diff':>6} "
           f"{'makespan real':>13} {'sim':>8} {'diff':>7}  ok")
-    passed = 0
-    for r in per.values():
+    passed = n = 0
+    for key, r in per.items():
+        run_cal = cal
+        if how == "holdout":
+            run_cal = holdout_cal(key, r, per, cal)
+            if run_cal is None or (r["algo"] != "random" and not r["same_code"]):
+                print(f"{r['name']:16} (no other run of its mode with the current proposal code "
+                      f"to fit on: not validated out of sample)")
+                continue
         if how == "pooled-load" and r["load"] is None:
             print(f"{r['name']:16} (no load recorded: give its benchmarks/utilization.py log with --logs)")
             continue
@@ -314,7 +346,8 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
             continue
         if how == "pooled-load" and cal["pooled_load"][r["algo"]] is None:
             continue
-        o = simulate_run(r, cal, a.ahead, how)
+        o = simulate_run(r, run_cal, a.ahead, how)
+        n += 1
         du = (o.utilization - r["real"]["util"]) * 100
         dm = o.makespan / r["real"]["makespan"] - 1
         ok = abs(du) <= 5 and abs(dm) <= 0.10
@@ -324,9 +357,6 @@ def validate(per: dict, cal: dict, a, how: str, label: str) -> None:
         print(f"{r['name']:16} {rule:9} {load} {r['real']['util']:9.1%} {o.utilization:6.1%} {du:+5.1f}p "
               f"{r['real']['makespan']:12.1f}s {o.makespan:7.1f}s {dm:+7.1%}  {'yes' if ok else 'NO'}",
               flush=True)
-    n = sum(1 for r in per.values() if how != "pooled-load" or (
-        r["load"] is not None and (r["same_code"] or r["algo"] == "random")
-        and cal["pooled_load"][r["algo"]] is not None))
     print(f"within 5 points and 10 %: {passed} of {n} runs")
 
 
@@ -359,6 +389,10 @@ def main(argv=None) -> int:
                          "'auto', the current rule)")
     ap.add_argument("--pooled", action="store_true",
                     help="also validate with a + b q + c n + d n q fitted over all runs of a mode")
+    ap.add_argument("--holdout", action="store_true",
+                    help="also validate out of sample: each run simulated with everything "
+                         "calibrated on the other runs (its mode's cost over the other runs since "
+                         "--pool-since, their random rounds, hand-out gap and result lag)")
     ap.add_argument("--scale", type=int, nargs="*", default=[1024, 4096, 16384],
                     help="worker counts to predict (none: validation only)")
     ap.add_argument("--mean", type=float, default=600.0)
@@ -390,6 +424,9 @@ def main(argv=None) -> int:
     validate(per, cal, a, "own", "each run's optimizer cost fitted on its own rounds")
     if a.pooled:
         validate(per, cal, a, "pooled", "a + b q + c n + d n q fitted over all runs of a mode")
+    if a.holdout:
+        validate(per, cal, a, "holdout", "out of sample: each run with the cost, gap and lag "
+                 "fitted on the other runs (leave one out)")
     pooled_load = {m: fit_pooled_load(cal["samples"][m], a.cores) for m in ("stream", "batch")}
     if a.logs and all(v is None for v in pooled_load.values()):
         print(f"\npooled cost model with the load: no mlrMBO stream and batch rounds of runs started "

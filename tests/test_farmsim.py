@@ -218,3 +218,30 @@ def test_simulator_look_ahead_is_the_real_optimizers(tmp_path):
     matched, rounds = hits["auto"]
     assert rounds >= 5 and matched == rounds and rule == "auto", hits
     assert hits[0][0] < rounds      # the replay tells the rules apart: no look-ahead misses
+
+
+def test_holdout_calibration_leaves_the_run_out():
+    """farm_model --holdout: a run is simulated with costs fitted on the other runs only, so its
+    own rounds (here 100x dearer than the others') cannot make its validation pass."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from farm_model import holdout_cal
+    A, B, C = ("s", 1), ("s", 2), ("s", 3)
+    stream = [(n, q, 1.0 + 0.01 * q, None, True, k) for k in (A, B) for n, q in
+              ((20, 4), (40, 32), (80, 16), (160, 8), (160, 32))]
+    stream += [(n, q, 100.0, None, True, C) for n, q in ((20, 4), (40, 8))]
+    stream += [(n, q, 1.0, None, False, B) for n, q in ((30, 4), (50, 8))]  # older code: left out
+    rnd = [(0, 8, 0.1, None, True, k) for k in (A, B, C)]
+    per = {k: dict(algo="stream", gaps=[g], lags=[g / 10]) for k, g in ((A, 0.01), (B, 0.02), (C, 9.0))}
+    cal = dict(samples={"stream": stream, "random": rnd}, cost={}, random_cost=None,
+               gap_s=3.0, result_s=0.3)
+    got = holdout_cal(C, per[C], per, cal)
+    assert got["cost"]["stream"].a == pytest.approx(1.0, abs=1e-6)
+    assert got["cost"]["stream"].b == pytest.approx(0.01, abs=1e-6)
+    assert got["cost"]["stream"].n_cap == 160          # the others' largest n
+    assert got["gap_s"] == pytest.approx(0.015) and got["result_s"] == pytest.approx(0.0015)
+    with_c = holdout_cal(A, per[A], per, cal)
+    assert with_c["cost"]["stream"].a > 5             # run C's rounds do count for the others
+    alone = {A: per[A]}
+    assert holdout_cal(A, per[A], alone, dict(cal, samples={
+        "stream": [x for x in stream if x[5] == A], "random": rnd})) is None
