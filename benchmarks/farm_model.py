@@ -203,6 +203,19 @@ def algo_of(name: str) -> tuple[str, int]:
     return algo, int(w[1:])
 
 
+# settings.R's default gp.max.n, which the runs of benchmarks/utilization.py keep: mlrMBO's
+# surrogate = 'auto' fits a Gaussian process below it and the forest from it
+GP_MAX_N = 200
+
+
+def fit_mode(key: str, samples: list[tuple], n_cap: float = math.inf):
+    """The cost of a kind of round: mlrMBO's fitted on each side of the surrogate switch
+    (farmsim.SwitchedCost), random rounds as one a + b q + c n + d n q."""
+    if key == "random":
+        return farmsim.fit_cost(samples, n_cap)
+    return farmsim.fit_switched(samples, GP_MAX_N, n_cap)
+
+
 def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
     """Every completed run of benchmarks/utilization.py in these stores: its durations, real
     figures, look-ahead rule, load and own cost fits; and the costs pooled over all runs."""
@@ -242,14 +255,14 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                     min_fit=min_fit, durations=dur, real=measure(engine, e["id"]), load=load,
                     same_code=same_code, gaps=run_gaps, lags=run_lags,
                     rule=rule, hits=hits,
-                    own={k: farmsim.fit_cost(v) for k, v in own.items() if len(v) >= 2})
+                    own={k: fit_mode(k, v) for k, v in own.items() if len(v) >= 2})
         engine.dispose()
     def fit(k):
         # n held at the largest n measured: beyond it the bounded training set (fit.max) keeps
         # the proposal flat in n (proposal_cost.py: 0.9-1.1x from n = 1,000 to 20,000)
         if not samples[k]:
             return farmsim.Cost()
-        return farmsim.fit_cost([x[:3] for x in samples[k]], max(x[0] for x in samples[k]))
+        return fit_mode(k, [x[:3] for x in samples[k]], max(x[0] for x in samples[k]))
     cal = dict(cost={"stream": fit("stream"), "batch": fit("batch")},
                rounds={k: len(v) for k, v in samples.items()}, samples=samples,
                random_cost=fit("random"), gap_s=statistics.median(g) if g else 0.0,
@@ -294,7 +307,7 @@ def holdout_cal(key, r: dict, per: dict, cal: dict) -> dict | None:
     rest = [p for k, p in per.items() if k != key]
     g = [x for p in rest for x in p["gaps"]]
     lag = [x for p in rest for x in p["lags"]]
-    return dict(cal, cost={r["algo"]: farmsim.fit_cost(mode, max(x[0] for x in mode))} if mode else {},
+    return dict(cal, cost={r["algo"]: fit_mode(r["algo"], mode, max(x[0] for x in mode))} if mode else {},
                 random_cost=farmsim.fit_cost(rnd, max(x[0] for x in rnd)),
                 gap_s=statistics.median(g) if g else cal["gap_s"],
                 result_s=statistics.median(lag) if lag else cal["result_s"])
@@ -311,16 +324,17 @@ def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:
     own = r["own"] if how == "own" else {}
     cost = own.get(r["algo"], cal["cost"].get(r["algo"], farmsim.Cost()))
     if how == "pooled-load":
-        c = cal["pooled_load"][r["algo"]]
         f = slowdown(r["load"], cal["cores"]) if r["algo"] != "random" else 1.0
-        cost = farmsim.Cost(c.a * f, c.b * f, c.c * f, c.d * f, c.n_cap)
+        cost = cal["pooled_load"][r["algo"]].scaled(f)
     rule = ahead if ahead is not None else (r["rule"] if r["rule"] is not None else "auto")
     opt = farmsim.optimizer_for(r["algo"], W, len(d), W, r["design"], r["min_fit"], cost,
                                 own.get("random", cal["random_cost"]), rule)
     return farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]), opt, d)
 
 
-def fmt_cost(c: farmsim.Cost) -> str:
+def fmt_cost(c) -> str:
+    if isinstance(c, farmsim.SwitchedCost):
+        return f"n < {c.switch_n:g}: {fmt_cost(c.below)}; from {c.switch_n:g}: {fmt_cost(c.above)}"
     cap = "" if math.isinf(c.n_cap) else f", n capped at {c.n_cap:g}"
     return f"{c.a:.3g} + {c.b:.3g} q + {c.c:.3g} n + {c.d:.3g} n q s{cap}"
 

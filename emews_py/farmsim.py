@@ -13,7 +13,9 @@ What is modelled, after the real code:
   workers, so that a worker finishing during a proposal starts its next trial at once;
 - the proposal cost ``cost(n, q) = a + b q + c min(n, n_cap) + d min(n, n_cap) q`` seconds (n
   results seen, q points asked; ``n_cap`` for a bounded training set), fitted with ``fit_cost``
-  to measured (n, q, seconds) from benchmarks/proposal_cost.py or a run's EQ transcript;
+  to measured (n, q, seconds) from benchmarks/proposal_cost.py or a run's EQ transcript; or
+  one such cost on each side of mlrMBO's surrogate switch (``SwitchedCost``: the GP below
+  gp.max.n fitted points, the forest from there);
 - the driver (rank 0, one process) spends ``driver_s`` per trial handed out and per result, in
   turn (benchmarks/dispatch.py measures it); a trial starts ``gap_s`` after a worker is free and
   a trial is queued for it (the MPI hand-out, the child's start); a result reaches the optimizer
@@ -70,6 +72,9 @@ class Cost:
         m = min(n, self.n_cap)
         return self.a + self.b * q + self.c * m + self.d * m * q
 
+    def scaled(self, f: float) -> "Cost":
+        return Cost(self.a * f, self.b * f, self.c * f, self.d * f, self.n_cap)
+
     @classmethod
     def parse(cls, text: str, n_cap: float = math.inf) -> "Cost":
         try:
@@ -83,15 +88,47 @@ class Cost:
         return cls(*v, n_cap=n_cap)
 
 
-def fit_cost(samples: Sequence[tuple[float, float, float]], n_cap: float = math.inf) -> Cost:
-    """Least squares with non-negative coefficients of (n, q, seconds) samples."""
+@dataclass(frozen=True)
+class SwitchedCost:
+    """mlrMBO's default surrogate changes with n (surrogate = 'auto': a Gaussian process while
+    fewer than gp.max.n points are fitted, then the forest), and its cost with it: the GP's
+    rounds grow with n and q (O(n^3) fits, q sequential searches under the liar: 100 s for 128
+    points at n = 128 on the 2-core machine), the forest's stay near flat (5 s). One
+    a + b q + c n + d n q over both misfits either: ``below`` for n < ``switch_n``, ``above``
+    from there."""
+    below: Cost
+    above: Cost
+    switch_n: float = 200
+
+    def __call__(self, n: int, q: int) -> float:
+        return (self.below if n < self.switch_n else self.above)(n, q)
+
+    def scaled(self, f: float) -> "SwitchedCost":
+        return SwitchedCost(self.below.scaled(f), self.above.scaled(f), self.switch_n)
+
+
+def fit_switched(samples: Sequence[tuple[float, float, float]], switch_n: float,
+                 n_cap: float = math.inf) -> Cost | SwitchedCost:
+    """fit_cost on each side of switch_n; one Cost where the samples lie on one side only (a
+    run that never reached the switch says nothing about the other surrogate)."""
+    lo = [x for x in samples if x[0] < switch_n]
+    hi = [x for x in samples if x[0] >= switch_n]
+    if not lo or not hi:
+        return fit_cost(samples, n_cap)
+    return SwitchedCost(fit_cost(lo), fit_cost(hi, n_cap, interaction=False), switch_n)
+
+
+def fit_cost(samples: Sequence[tuple[float, float, float]], n_cap: float = math.inf,
+             interaction: bool = True) -> Cost:
+    """Least squares with non-negative coefficients of (n, q, seconds) samples; without
+    ``interaction``, d = 0 (a + b q + c n)."""
     import numpy as np
     from scipy.optimize import nnls
     if not samples:
         raise FarmSimError("fit_cost: no (n, q, seconds) samples to fit")
     s = np.asarray(samples, dtype=float)
     m = np.minimum(s[:, 0], n_cap)
-    A = np.column_stack([np.ones(len(s)), s[:, 1], m, m * s[:, 1]])
+    A = np.column_stack([np.ones(len(s)), s[:, 1], m] + ([m * s[:, 1]] if interaction else []))
     coef, _ = nnls(A, s[:, 2])
     return Cost(*map(float, coef), n_cap=n_cap)
 

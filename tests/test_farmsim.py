@@ -124,6 +124,22 @@ def test_cost_fit_recovers_known_coefficients():
     assert capped(5000, 1) == pytest.approx(1.0)
 
 
+def test_switched_cost_fits_each_surrogate_apart():
+    """mlrMBO's GP rounds (n < gp.max.n) grow with n q, the forest's do not: each side is fitted
+    on its own samples, and samples on one side only give one plain fit."""
+    gp, forest = fs.Cost(0.1, 0.0, 0.0, 0.005), fs.Cost(2.0, 0.04, 0.001, 0.0, n_cap=800)
+    samples = [(n, q, gp(n, q)) for n in (16, 64, 128, 192) for q in (8, 64)]
+    samples += [(n, q, forest(n, q)) for n in (256, 512, 800) for q in (8, 64, 128)]
+    got = fs.fit_switched(samples, 200, n_cap=800)
+    assert isinstance(got, fs.SwitchedCost)
+    for n, q in ((150, 100), (199, 1), (200, 32), (5000, 256)):
+        want = (gp if n < 200 else forest)(n, q)
+        assert got(n, q) == pytest.approx(want, rel=1e-6)
+    assert got.scaled(2.0)(150, 100) == pytest.approx(2 * gp(150, 100))
+    one_side = fs.fit_switched([x for x in samples if x[0] < 200], 200)
+    assert isinstance(one_side, fs.Cost) and one_side(100, 8) == pytest.approx(gp(100, 8))
+
+
 def test_lognormal_matches_the_bench_pilot_and_its_moments():
     draw = fs.lognormal(5.0, 1.0, seed=2)
     assert [draw(i) for i in range(5)] == [duration(5.0, 1.0, 2, i) for i in range(5)]
