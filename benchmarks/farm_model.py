@@ -210,10 +210,12 @@ GP_MAX_N = 200
 
 def fit_mode(key: str, samples: list[tuple], n_cap: float = math.inf):
     """The cost of a kind of round: mlrMBO's fitted on each side of the surrogate switch
-    (farmsim.SwitchedCost), random rounds as one a + b q + c n + d n q."""
+    (farmsim.SwitchedCost; batch mode's GP rounds as farmsim.BelieverCost), random rounds as
+    one a + b q + c n + d n q."""
     if key == "random":
         return farmsim.fit_cost(samples, n_cap)
-    return farmsim.fit_switched(samples, GP_MAX_N, n_cap)
+    # liar = 'auto': the kriging believer's fantasies in batch mode, none in stream mode
+    return farmsim.fit_switched(samples, GP_MAX_N, n_cap, believer=key == "batch")
 
 
 def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
@@ -333,6 +335,8 @@ def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:
 
 
 def fmt_cost(c) -> str:
+    if isinstance(c, farmsim.BelieverCost):
+        return f"sum over the q points (m = n + j) of {c.a:.3g} + {c.b:.3g} m + {c.c:.3g} m^2 s"
     if isinstance(c, farmsim.SwitchedCost):
         return f"n < {c.switch_n:g}: {fmt_cost(c.below)}; from {c.switch_n:g}: {fmt_cost(c.above)}"
     cap = "" if math.isinf(c.n_cap) else f", n capped at {c.n_cap:g}"
@@ -402,7 +406,7 @@ def main(argv=None) -> int:
                          "used, read from its transcript) and for the predictions (default: "
                          "'auto', the current rule)")
     ap.add_argument("--pooled", action="store_true",
-                    help="also validate with a + b q + c n + d n q fitted over all runs of a mode")
+                    help="also validate with each mode's cost fitted over all its runs (GP and forest sides apart)")
     ap.add_argument("--holdout", action="store_true",
                     help="also validate out of sample: each run simulated with everything "
                          "calibrated on the other runs (its mode's cost over the other runs since "
@@ -437,7 +441,7 @@ def main(argv=None) -> int:
                 f"{k}: {h}/{t}" for k, (h, t) in r["hits"].items()))
     validate(per, cal, a, "own", "each run's optimizer cost fitted on its own rounds")
     if a.pooled:
-        validate(per, cal, a, "pooled", "a + b q + c n + d n q fitted over all runs of a mode")
+        validate(per, cal, a, "pooled", "each mode's cost fitted over all its runs")
     if a.holdout:
         validate(per, cal, a, "holdout", "out of sample: each run with the cost, gap and lag "
                  "fitted on the other runs (leave one out)")

@@ -140,6 +140,21 @@ def test_switched_cost_fits_each_surrogate_apart():
     assert isinstance(one_side, fs.Cost) and one_side(100, 8) == pytest.approx(gp(100, 8))
 
 
+def test_believer_cost_sums_one_conditioned_gp_per_point():
+    """Batch mode's fantasies: the j-th point of a round costs f(n + j), so a round of q points
+    at n costs more than q f(n), and the fit recovers f from rounds of mixed n and q."""
+    f = lambda m: 0.01 + 0.002 * m + 3e-5 * m * m
+    true = fs.BelieverCost(0.01, 0.002, 3e-5)
+    for n, q in ((16, 16), (64, 64), (128, 128), (0, 1)):
+        assert true(n, q) == pytest.approx(sum(f(n + j) for j in range(q)))
+    samples = [(n, q, true(n, q)) for n in (16, 48, 96, 144, 192) for q in (16, 64, 128)]
+    got = fs.fit_believer(samples)
+    assert got(100, 100) == pytest.approx(true(100, 100), rel=1e-6)
+    sw = fs.fit_switched(samples + [(n, 64, 5.0) for n in (256, 512)], 200, believer=True)
+    assert isinstance(sw.below, fs.BelieverCost) and sw(150, 32) == pytest.approx(true(150, 32), rel=1e-6)
+    assert sw(300, 64) == pytest.approx(5.0)
+
+
 def test_lognormal_matches_the_bench_pilot_and_its_moments():
     draw = fs.lognormal(5.0, 1.0, seed=2)
     assert [draw(i) for i in range(5)] == [duration(5.0, 1.0, 2, i) for i in range(5)]
@@ -245,6 +260,7 @@ def test_holdout_calibration_leaves_the_run_out():
     A, B, C = ("s", 1), ("s", 2), ("s", 3)
     stream = [(n, q, 1.0 + 0.01 * q, None, True, k) for k in (A, B) for n, q in
               ((20, 4), (40, 32), (80, 16), (160, 8), (160, 32))]
+    stream += [(n, q, 2.0, None, True, k) for k in (A, B) for n, q in ((300, 8), (600, 64))]  # forest
     stream += [(n, q, 100.0, None, True, C) for n, q in ((20, 4), (40, 8))]
     stream += [(n, q, 1.0, None, False, B) for n, q in ((30, 4), (50, 8))]  # older code: left out
     rnd = [(0, 8, 0.1, None, True, k) for k in (A, B, C)]
@@ -252,12 +268,13 @@ def test_holdout_calibration_leaves_the_run_out():
     cal = dict(samples={"stream": stream, "random": rnd}, cost={}, random_cost=None,
                gap_s=3.0, result_s=0.3)
     got = holdout_cal(C, per[C], per, cal)
-    assert got["cost"]["stream"].a == pytest.approx(1.0, abs=1e-6)
-    assert got["cost"]["stream"].b == pytest.approx(0.01, abs=1e-6)
-    assert got["cost"]["stream"].n_cap == 160          # the others' largest n
+    gp, forest = got["cost"]["stream"].below, got["cost"]["stream"].above
+    assert gp.a == pytest.approx(1.0, abs=1e-6) and gp.b == pytest.approx(0.01, abs=1e-6)
+    assert forest(400, 32) == pytest.approx(2.0, abs=1e-6)
+    assert forest.n_cap == 600          # the others' largest n
     assert got["gap_s"] == pytest.approx(0.015) and got["result_s"] == pytest.approx(0.0015)
     with_c = holdout_cal(A, per[A], per, cal)
-    assert with_c["cost"]["stream"].a > 5             # run C's rounds do count for the others
+    assert with_c["cost"]["stream"].below.a > 5       # run C's rounds do count for the others
     alone = {A: per[A]}
     assert holdout_cal(A, per[A], alone, dict(cal, samples={
         "stream": [x for x in stream if x[5] == A], "random": rnd})) is None
