@@ -484,7 +484,10 @@ def main(argv=None) -> int:
                 dist = farmsim.lognormal(a.mean, a.cv, 0)
                 budget = a.per_worker * W
                 c = cost.get(algo, farmsim.Cost()) if isinstance(cost, dict) else cost
-                opt = farmsim.optimizer_for(algo, W, budget, W, 8, 4, c, cal["random_cost"], ahead)
+                # mlrMBO's default design with its GP is at least one round of the workers
+                # (design.R), min.fit half of it, as in the real runs
+                opt = farmsim.optimizer_for(algo, W, budget, W, W, math.ceil(W / 2), c,
+                                            cal["random_cost"], ahead)
                 o = farmsim.simulate(farmsim.Farm(W, cal["driver_s"], cal["gap_s"], cal["result_s"]),
                                      opt, dist)
                 ideal = farmsim.list_schedule([dist(i) for i in range(budget)], W)

@@ -477,7 +477,8 @@ def add_parser(sub) -> None:
     s.add_argument("--cv", type=float, default=1.0, help="its coefficient of variation (1)")
     s.add_argument("--seed", type=int, default=0, help="seed of the durations")
     s.add_argument("--q", type=int, help="points per batch (batch, random; default W)")
-    s.add_argument("--design", type=int, default=8, help="mlrMBO's initial design size (8)")
+    s.add_argument("--design", type=int, help="mlrMBO's initial design size (default W: with its "
+                   "GP, mlrMBO's default design is at least one round of the workers, design.R)")
     s.add_argument("--min-fit", type=int, help="stream: results before the first model-based "
                    "proposal (default design / 2)")
     s.add_argument("--ahead", default="auto", help="stream: trials kept queued beyond the idle "
@@ -520,7 +521,8 @@ def _checked(a) -> dict:
     W = positive("workers", a.workers)
     budget = positive("budget", a.budget if a.budget is not None else 10 * W)
     q = positive("q", a.q if a.q is not None else W)
-    if a.design < 0 or (a.min_fit is not None and a.min_fit < 0):
+    design = W if a.design is None else a.design
+    if design < 0 or (a.min_fit is not None and a.min_fit < 0):
         raise FarmSimError("--design and --min-fit must be >= 0")
     ahead = parse_ahead(a.ahead)
     for name in ("driver_s", "gap_s", "result_s"):
@@ -529,8 +531,8 @@ def _checked(a) -> dict:
             raise FarmSimError(f"--{name.replace('_', '-')} = {v} must be a number of seconds >= 0")
     if not (a.n_cap > 0):
         raise FarmSimError(f"--n-cap = {a.n_cap} must be > 0")
-    return dict(W=W, budget=budget, q=q, min_fit=a.min_fit if a.min_fit is not None
-                else max(2, math.ceil(a.design / 2)),
+    return dict(W=W, budget=budget, q=q, design=design, min_fit=a.min_fit if a.min_fit is not None
+                else max(2, math.ceil(design / 2)),
                 cost=Cost.parse(a.cost, a.n_cap), random_cost=Cost.parse(a.random_cost), ahead=ahead)
 
 
@@ -553,7 +555,7 @@ def cmd_simulate_farm(a) -> int:
     try:
         c = _checked(a)
         durations = lognormal(a.mean, a.cv, a.seed)
-        opt = optimizer_for(a.algo, c["W"], c["budget"], c["q"], a.design, c["min_fit"],
+        opt = optimizer_for(a.algo, c["W"], c["budget"], c["q"], c["design"], c["min_fit"],
                             c["cost"], c["random_cost"], c["ahead"])
         o = simulate(Farm(c["W"], a.driver_s, a.gap_s, a.result_s), opt, durations)
     except FarmSimError as e:
