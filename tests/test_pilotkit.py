@@ -170,3 +170,46 @@ def test_old_keras_callbacks_module_still_works_and_says_it_is_deprecated():
     with pytest.raises(PilotError, match="'optimizer' = 'lbfgs' is not one of adadelta, adagrad"):
         old.make_optimizer("lbfgs", 0.01, "treat")
     assert type(old.make_optimizer("Adam", "0.01", "treat")).__name__ == "Adam"
+
+
+def test_build_before_fit_traces_the_training_step_once():
+    """Keras 3 on TensorFlow creates the optimizer's and the metrics' variables inside the first
+    trace of the training step, and TensorFlow traces it again: each trial's new model pays two
+    traces before its first epoch ends. build_before_fit leaves one, and the training is the same."""
+    from emews_py.pilotkit.keras import build_before_fit, keras
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the double trace is TensorFlow's")
+
+    class Counting(keras.Model):
+        traces = 0
+
+        def train_step(self, data):      # Python runs only while TensorFlow traces
+            type(self).traces += 1
+            return super().train_step(data)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = {"a": (x[:, 0] > 0).astype("int64"), "b": (x[:, 1] > 0.5).astype("int64")}
+    w = {"a": np.ones(96, "float32"), "b": (x[:, 2] > 0).astype("float32")}
+
+    def train(prebuild: bool):
+        keras.utils.set_random_seed(3)
+        inp = keras.Input((8,))
+        h = keras.layers.Dense(6, activation="relu")(inp)
+        out = {k: keras.layers.Dense(2, activation="softmax", name=k)(h) for k in "ab"}
+        Counting.traces = 0
+        model = Counting(inp, out)
+        model.compile(optimizer="adam", loss={k: "sparse_categorical_crossentropy" for k in "ab"},
+                      metrics={k: ["accuracy"] for k in "ab"})
+        if prebuild:
+            assert build_before_fit(model, x, y, w)
+        hist = model.fit(x, y, sample_weight=w, validation_data=(x, y, w), epochs=3,
+                         batch_size=16, verbose=0, shuffle=False)
+        return Counting.traces, hist.history
+
+    traces_without, hist_without = train(False)
+    traces_with, hist_with = train(True)
+    assert traces_without == 2       # the double trace is there to save
+    assert traces_with == 1
+    for k in ("loss", "val_loss", "a_accuracy", "val_b_accuracy"):
+        assert hist_with[k] == pytest.approx(hist_without[k], rel=1e-6), k

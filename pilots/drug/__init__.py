@@ -17,8 +17,8 @@ import numpy as np
 from emews_py.pilotkit.cache import data_cache_dir
 from emews_py.pilotkit.context import PilotError
 from emews_py.pilotkit.defaults import pilot_params
-from emews_py.pilotkit.keras import (callbacks_for, configure_threads, keras, log_import,
-                                     make_optimizer, predict_np, start_classifier_trial)
+from emews_py.pilotkit.keras import (build_before_fit, callbacks_for, configure_threads, keras,
+                                     log_import, make_optimizer, predict_np, start_classifier_trial)
 from emews_py.pilotkit.metrics import cross_entropy, macro_f1, roc_auc
 from emews_py.pilotkit.params import check_choice, parse_int_list, to_float, to_int
 
@@ -152,6 +152,7 @@ def run(params: dict, ctx) -> dict:
     metrics = [m for m in str(p["metrics"]).replace(",", " ").split() if m]
     model.compile(optimizer=make_optimizer(p["optimizer"], p["learning_rate"], PILOT),
                   loss=str(p["loss"]), metrics=metrics)
+    build_before_fit(model, x_tr[..., None], enc(y_tr))   # one trace of the training step, not two
     model.fit(x_tr[..., None], enc(y_tr), validation_data=(x_te[..., None], enc(y_te)),
               batch_size=batch_size, epochs=epochs, verbose=to_int(p["verbose"], "verbose"),
               callbacks=callbacks_for(ctx, params=p), shuffle=True)

@@ -17,8 +17,8 @@ import time
 
 from emews_py.pilotkit.context import PilotError
 from emews_py.pilotkit.defaults import pilot_params
-from emews_py.pilotkit.keras import (callbacks_for, check_keras_name, configure_threads, keras,
-                                     log_import, make_optimizer)
+from emews_py.pilotkit.keras import (build_before_fit, callbacks_for, check_keras_name, configure_threads,
+                                     keras, log_import, make_optimizer)
 from emews_py.pilotkit.params import check_choice, parse_int_list, to_bool, to_float, to_int
 
 from . import data as ras_data
@@ -129,6 +129,7 @@ def run(params: dict, ctx) -> dict:
     keras.utils.set_random_seed(p["rng_seed"])
     model, _ = build_model(x_tr.shape[1:], p)
     model.compile(optimizer=make_optimizer(p["optimizer"], p["learning_rate"], PILOT), loss=p["loss"], metrics=["mse"])
+    build_before_fit(model, x_tr, x_tr)   # one trace of the training step, not two
     hist = model.fit(x_tr, x_tr, validation_data=(x_va, x_va), epochs=p["epochs"],
                      batch_size=p["batch_size"], shuffle=True, verbose=p["verbose"],
                      callbacks=callbacks_for(ctx, params=dict(params)))

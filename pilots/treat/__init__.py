@@ -16,8 +16,8 @@ import numpy as np
 from emews_py.pilotkit.cache import data_cache_dir
 from emews_py.pilotkit.context import PilotError
 from emews_py.pilotkit.defaults import pilot_params
-from emews_py.pilotkit.keras import (callbacks_for, configure_threads, keras, log_import,
-                                     make_optimizer, predict_np, start_classifier_trial)
+from emews_py.pilotkit.keras import (build_before_fit, callbacks_for, configure_threads, keras,
+                                     log_import, make_optimizer, predict_np, start_classifier_trial)
 from emews_py.pilotkit.metrics import cross_entropy, macro_f1
 from emews_py.pilotkit.params import parse_int_list, to_float, to_int
 
@@ -151,6 +151,7 @@ def train_fold(tasks: list[dict], p: dict, ctx, fold: int, shared, ind_raw, task
     epochs = to_int(p["epochs"], "epochs", 1)
     cbs = callbacks_for(ctx, params=_loggable(p), fold=fold)
     cbs[-1].epoch_offset = fold * epochs
+    build_before_fit(model, x_tr, y_tr, w_tr)   # one trace of the training step, not two
     model.fit(x_tr, y_tr, sample_weight=w_tr, validation_data=(x_te, y_te, w_te),
               batch_size=to_int(p["batch_size"], "batch_size", 1),
               epochs=epochs, verbose=to_int(p["verbose"], "verbose"),
