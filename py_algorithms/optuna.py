@@ -13,7 +13,10 @@ under ``requires`` is always sampled (as py_random does).
 
 What Optuna is told: a completed trial its objective (minimized); a completed trial whose
 objective is not finite (NaN: null; a diverged +-inf) +inf, worse than every finite value; a
-failed or timed-out trial FAIL (Optuna's samplers leave those out).
+failed or timed-out trial FAIL (Optuna's samplers leave those out); a trial the early stopper
+(STOPPER) ended PRUNED, with its objective at the stop reported as the intermediate value of
+the epoch it reached, as an Optuna pruner's trial would be (TPE ranks pruned trials below every
+completed one, by how far they got and their value there, rather than ignoring them).
 
 Settings (SETTINGS="sampler = 'cmaes'" or JSON):
   sampler            'tpe' (default), 'cmaes', 'gp' (needs PyTorch), 'nsga2', 'random', 'qmc'
@@ -29,8 +32,9 @@ Other workflow names (workers, param.set.file, space, propose.points, mode, impu
 keep.models) are accepted and ignored; any other name is refused with the closest known one.
 Each sampler runs with Optuna's defaults otherwise.
 
-The final message: {"algorithm", "sampler", "evaluations", "failed", "best.y", "best.x"} with
-best.x the parameters the pilot received (trafo applied).
+The final message: {"algorithm", "sampler", "evaluations", "failed", "stopped", "best.y",
+"best.x"} with best.x the parameters the pilot received (trafo applied); a stopped trial is never
+the best.
 """
 import difflib
 import math
@@ -150,13 +154,16 @@ def distributions(optuna, space: Space) -> dict:
     return out
 
 
-def told_value(r: dict):
-    """What Optuna is told of result ``r``: a number, or None for FAIL."""
-    if r.get("status") != "completed":
-        return None
-    y = r.get("objective")
+def finite_or_worst(y) -> float:
     y = math.inf if y is None else float(y)
     return y if math.isfinite(y) else math.inf   # NaN and +-inf: worse than every finite value
+
+
+def told_value(r: dict):
+    """What Optuna is told of a completed result ``r``: a number, or None for FAIL."""
+    if r.get("status") != "completed":
+        return None
+    return finite_or_worst(r.get("objective"))
 
 
 def run():
@@ -173,7 +180,7 @@ def run():
     say(f"optuna {optuna.__version__}: {name} sampler, {len(dists)} parameters, "
         f"budget {budget}, seed {settings.get('seed')}\n")
     pending, sent = {}, {}     # trial id -> Optuna trial; trial id -> the point the pilot got
-    submitted, failed, best_y, best_x = 0, 0, math.inf, None
+    submitted, failed, stopped, best_y, best_x = 0, 0, 0, math.inf, None
     while submitted < budget or pending:
         n = min(free if pending else max(free, 1), budget - submitted)
         if n > 0:
@@ -188,6 +195,11 @@ def run():
             trial = pending.pop(r["id"], None)
             if trial is None:
                 continue
+            if r.get("status") == "stopped":
+                stopped += 1
+                trial.report(finite_or_worst(r.get("objective")), step=int(r.get("stopped_epoch") or 0))
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
             y = told_value(r)
             if y is None:
                 failed += 1
@@ -197,7 +209,8 @@ def run():
             if y < best_y:
                 best_y, best_x = y, sent[r["id"]]
         free = int(rep.get("free", len(rep["results"])))
-    say(f"optuna: {submitted} evaluated ({failed} failed), best {best_y:.6g}\n")
+    say(f"optuna: {submitted} evaluated ({failed} failed, {stopped} stopped), best {best_y:.6g}\n")
     eqpy.done({"algorithm": "optuna", "sampler": name, "evaluations": submitted,
-               "failed": failed, "best.y": best_y if best_x is not None else None,
+               "failed": failed, "stopped": stopped,
+               "best.y": best_y if best_x is not None else None,
                "best.x": best_x})

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from helpers import output, query, run_workflow
+from helpers import json_space, output, query, run_workflow
 from pilots.bench import branin
 
 TRAFO_SPACE = """
@@ -155,3 +155,25 @@ def test_a_stopped_optuna_search_resumes_without_rerunning_completed_trials(tmp_
         after = next(x for x in rows if x["id"] == i)
         assert after["attempts"] == 1 and after["params"] == r["params"]
     assert json.loads(exp["final_message"])["evaluations"] == 12
+
+
+def test_stopped_trials_are_told_as_pruned(tmp_path):
+    """With a STOPPER, Optuna is told a stopped training as PRUNED (its objective at the stop
+    reported at the epoch it reached), not as FAIL; it is never the best."""
+    space = json_space(tmp_path / "s.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
+        {"id": "epochs", "type": "discrete", "values": [4]},
+        {"id": "sleep", "type": "discrete", "values": [2.0]}])
+    p = run_workflow(tmp_path, "--algo", "optuna", "--procs", "4", "--budget", "12",
+                     "--space", str(space), "--stopper", "asha:eta=2", "--exp", "pruned",
+                     "--settings", "seed = 5, sampler = 'random'", timeout=180)
+    assert p.returncode == 0, output(p)
+    exp, rows = experiment(tmp_path, "pruned")
+    stopped = [r for r in rows if r["status"] == "stopped"]
+    assert stopped and len(rows) == 12
+    final = json.loads(exp["final_message"])
+    assert final["stopped"] == len(stopped) and final["failed"] == 0
+    best = min((r for r in rows if r["status"] == "completed"), key=lambda r: r["objective"])
+    assert final["best.y"] == pytest.approx(best["objective"])
+    assert f"{len(stopped)} stopped" in output(p)

@@ -264,6 +264,7 @@ def test_farm_stores_bad_trainings_as_stopped(tmp_path, mode, stopper):
     streamed = {r["id"]: r for r in final["results"]}
     for r in bad:   # the optimizer got the last validation loss, with status "stopped"
         assert streamed[r["id"]]["status"] == "stopped"
+        assert streamed[r["id"]]["stopped_epoch"] == r["stopped_epoch"]
         assert math.isclose(streamed[r["id"]]["objective"], r["objective"])
     assert "trials by status: completed 3, stopped 2" in p.stdout
 
@@ -307,12 +308,14 @@ def test_pilot_without_epoch_events_is_refused(tmp_path):
 def test_optimizers_receive_a_stopped_trials_objective_with_its_status():
     from emews_py.farm.protocol import Protocol, plain_value
     from emews_py.trials import Trial, TrialStatus
-    t = Trial(7, {"x1": 1.0}, 0.0, TrialStatus.STOPPED, objective=1.25, metrics={"val_loss": 1.25})
+    t = Trial(7, {"x1": 1.0}, 0.0, TrialStatus.STOPPED, objective=1.25, metrics={"val_loss": 1.25},
+              stopped_epoch=2)
     r = Protocol.result(t)
-    assert (r["status"], r["objective"]) == ("stopped", 1.25)
+    assert (r["status"], r["objective"], r["stopped_epoch"]) == ("stopped", 1.25, 2)
     assert plain_value(t, math.nan) == 1.25
     failed = Trial(8, {}, 0.0, TrialStatus.FAILED)
     assert Protocol.result(failed)["objective"] is None and math.isnan(plain_value(failed, math.nan))
+    assert "stopped_epoch" not in Protocol.result(failed)
 
 
 def test_keras_callback_ends_training_at_the_epoch_end_after_a_stop_request():

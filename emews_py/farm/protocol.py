@@ -193,7 +193,8 @@ class Protocol:
                         f"Fix the id (SETTINGS=\"warm.start = ID\") or run with the DB that holds "
                         f"experiment {exp}.")
         results = [self.result(Trial(r["id"], r["params"], 0.0, TrialStatus(r["status"]),
-                                     objective=r["objective"], metrics=r["metrics"]))
+                                     objective=r["objective"], metrics=r["metrics"],
+                                     stopped_epoch=r.get("stopped_epoch")))
                    for r in h["results"]]
         return Reply(json.dumps({"eq": "history", "experiment": h["experiment"],
                                  "name": h.get("name"), "space": h.get("space"),
@@ -261,15 +262,18 @@ class Protocol:
     def result(t: Trial) -> dict:
         # A trial the early stopper (STOPPER) ended carries the objective its pilot returned at the
         # stop (e.g. the validation loss of the model as stopped) with status "stopped", so an
-        # optimizer may use it or treat it apart (docs/stopping.md).
+        # optimizer may use it or treat it apart (docs/stopping.md), and the epoch it reached.
         done = t.status in _WITH_OBJECTIVE
         obj = t.objective if done else None
         if obj is not None and math.isinf(obj):
             # +-inf (a diverged loss) is worse than every finite value: +Infinity, as the text R
             # and Python parse (JSON has no infinity).
             obj = "Infinity"
-        return {"id": t.id, "params": t.params, "status": TrialStatus(t.status).value,
-                "objective": obj, "metrics": t.metrics}
+        out = {"id": t.id, "params": t.params, "status": TrialStatus(t.status).value,
+               "objective": obj, "metrics": t.metrics}
+        if TrialStatus(t.status) == TrialStatus.STOPPED:   # the epoch it ended at (0-based)
+            out["stopped_epoch"] = t.stopped_epoch
+        return out
 
     def answer(self, load: dict) -> list[Action]:
         """The reply to the pending request, if it can be given now."""

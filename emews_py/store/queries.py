@@ -247,7 +247,7 @@ def history(engine: Engine, exp_id: int) -> dict | None:
     at the stop, as the live streaming protocol gives it) and failed or timed-out ones (objective
     None), as
     ``{"experiment", "name", "space", "results": [{"id", "params", "status", "objective",
-    "metrics"}]}``. Cancelled, interrupted, queued and running trials tell nothing about their
+    "metrics", "stopped_epoch"}]}``. Cancelled, interrupted, queued and running trials tell nothing about their
     point and are left out. None when the store has no experiment ``exp_id``."""
     finished = (TrialStatus.COMPLETED.value, TrialStatus.FAILED.value, TrialStatus.TIMEOUT.value,
                 TrialStatus.STOPPED.value)
@@ -257,11 +257,11 @@ def history(engine: Engine, exp_id: int) -> dict | None:
         if exp is None:
             return None
         rows = c.execute(select(trials.c.id, trials.c.params, trials.c.status, trials.c.objective,
-                                trials.c.metrics)
+                                trials.c.metrics, trials.c.stopped_epoch)
                          .where(trials.c.experiment_id == exp_id, trials.c.status.in_(finished))
                          .order_by(trials.c.id)).all()
     results = [{"id": r.id, "params": r.params, "status": r.status,
                 "objective": objective_or_none(r.objective) if r.status in _VALUED else None,
-                "metrics": r.metrics} for r in rows]
+                "metrics": r.metrics, "stopped_epoch": r.stopped_epoch} for r in rows]
     return {"experiment": exp.id, "name": exp.name, "space": exp.space_json, "results": results}
 
