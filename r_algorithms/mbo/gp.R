@@ -9,31 +9,21 @@
 # Which surrogate (mbo_use_gp): surrogate = "auto" (default) takes the GP when every searched
 # parameter is numeric and fewer than gp.max.n points are fitted (with integer, discrete or
 # logical parameters, gp_mixed.R's one-hot GP under the same n limit), else the forest;
-# surrogate = "gp" takes it for numeric and integer parameters (integers as continuous values)
-# at any n.
+# surrogate = "gp" takes it at any n: this GP for numeric and integer parameters (integers as
+# continuous values), gp_mixed.R's where some are discrete or logical.
 
-# the GP for this state and number of fitted points? (settings.R has already refused "gp" on a
-# space with discrete parameters)
+# this GP for this state and number of fitted points?
 mbo_use_gp <- function(S, n) {
   sur <- S$ctl$surrogate
-  if (identical(sur, "gp")) return(TRUE)
+  if (identical(sur, "gp")) return(length(mbo_gp_unsupported(S$info)) == 0L)
   if (!identical(sur, "auto") || n >= S$ctl$gp.max.n) return(FALSE)
   all(vapply(S$info[S$act], function(p) p$type == "numeric", TRUE))
 }
 
-# the searched parameters that the GP cannot take (discrete or logical), for settings errors
+# the searched parameters that this GP cannot take (discrete or logical): gp_mixed.R's do
 mbo_gp_unsupported <- function(info) {
   bad <- Filter(function(p) !p$const && !(p$type %in% c("numeric", "integer")), info)
   vapply(bad, `[[`, "", "id")
-}
-
-# surrogate = "gp" on a space with discrete or logical parameters: stop before the first trial
-mbo_gp_check <- function(S) {
-  bad <- mbo_gp_unsupported(S$info)
-  if (identical(S$ctl$surrogate, "gp") && length(bad))
-    stop("mlrMBO: surrogate = 'gp' takes numeric and integer parameters only, and the space has ",
-         "discrete or logical ones: ", paste(bad, collapse = ", "), ". Use surrogate = 'auto' (the ",
-         "default: the GP for numeric spaces, the forest otherwise) or 'ranger'.", call. = FALSE)
 }
 
 # squared scaled distances between the rows of A and B (inputs already divided by length scales)

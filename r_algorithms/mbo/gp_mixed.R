@@ -14,11 +14,12 @@
 #
 # Which surrogate: surrogate = "auto" (default) takes this GP while fewer than gp.max.n points
 # are fitted and some searched parameter is integer, discrete or logical (purely numeric spaces:
-# gp.R's mbo_use_gp), the forest beyond; "ranger"/"randomForest" (and preset = 'mlrMBO') keep
-# the forest at any n.
+# gp.R's mbo_use_gp), the forest beyond; "gp" takes it at any n where some searched parameter
+# is discrete or logical; "ranger"/"randomForest" (and preset = 'mlrMBO') keep the forest at any n.
 
 mbo_use_gp_mixed <- function(S, n) {
-  identical(S$ctl$surrogate, "auto") && n < S$ctl$gp.max.n && length(S$act) > 0L
+  sur <- S$ctl$surrogate
+  length(S$act) > 0L && (identical(sur, "gp") || (identical(sur, "auto") && n < S$ctl$gp.max.n))
 }
 
 # the encoder for the surrogate features (mbo_features: searched parameters, discretes as

@@ -109,7 +109,6 @@ mbo_main <- function(settings = eq_settings()) {
     file <- file.path(EQ_HOME, file)
   ps <- eq_space_load(file)
   S <- mbo_new_state(ctl, ps)
-  mbo_gp_check(S)
   if (!is.null(ctl$warm.start)) mbo_warm_start(S, ctl$warm.start)
   d <- length(S$act)
   maxlev <- max(c(1L, vapply(S$info, function(p) if (is.null(p$levels) || p$const) 1L else length(p$levels), 1L)))

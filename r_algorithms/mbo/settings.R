@@ -48,8 +48,8 @@
 #   surrogate        "auto" (default): the Gaussian process of gp.R while fewer than gp.max.n
 #                    points are fitted (as mlrMBO takes kriging for numeric spaces; with integer
 #                    or discrete parameters the same GP on one-hot discretes, gp_mixed.R), else
-#                    the ranger forest; "gp" (numeric and
-#                    integer parameters, integers as continuous values, at any n); "ranger";
+#                    the ranger forest; "gp" (the same GPs at any n: integers as continuous
+#                    values, discretes one-hot); "ranger";
 #                    "randomForest" (se = sd over the trees).
 #   gp.max.n         surrogate = "auto": fitted points from which the forest replaces the GP
 #                    (default 200; the GP's fit costs O(n^3)).

@@ -75,11 +75,20 @@ test_that("bad GP settings are refused in one paragraph", {
   expect_error_paragraph(mbo_settings(c(base, gp.max.n = "many")), "gp.max.n must be a whole number")
   expect_error_paragraph(mbo_settings(c(base, gp.restarts = 0)), "gp.restarts must be a whole number >= 1")
   expect_error_paragraph(mbo_settings(c(base, surrogate = "kriging")), "surrogate = 'kriging' is not supported.*'gp'")
-  # "gp" on a space with a discrete parameter: the run stops before its first trial
-  msg <- error_of(mbo(sprintf("max.budget = 8, surrogate = 'gp', seed = 1, param.set.file = '%s'",
-                              space("bench_mixed.R"))))
-  expect_match(msg, "surrogate = 'gp' takes numeric and integer parameters only.*cat")
-  expect_false(grepl("\n", msg))
+})
+
+test_that("surrogate = 'gp' on a space with discretes takes the one-hot GP at any n", {
+  psd <- makeParamSet(makeNumericParam("a", 0, 1), makeDiscreteParam("c", values = c("u", "v")))
+  X <- data.frame(a = runif(12), c = rep(c("u", "v"), 6))
+  S <- mbo_test_state(psd, list(surrogate = "gp", gp.max.n = 5), X, X$a + (X$c == "v"))
+  m <- mbo_fit(S)
+  expect_equal(m$kind, "gp")
+  expect_false(is.null(m$encode))                 # gp_mixed.R's encoder: the one-hot GP
+  expect_false(mbo_use_gp(S, 12L))                # not gp.R's numeric one
+  # and a whole run with it (it used to stop before its first trial)
+  h <- mbo(sprintf("max.budget = 12, surrogate = 'gp', seed = 1, param.set.file = '%s'",
+                   space("bench_mixed.R")))
+  expect_equal(length(fake_eq_trials(h)$objective), 12L)
 })
 
 test_that("expected improvement: zero se gives the plain improvement; more se, more EI", {
