@@ -562,11 +562,17 @@ def _dead_here(seg: dict) -> bool:
     # line (python -m emews_py.farm RUN_DIR/config.json) still shows it is the driver.
     if start <= written + 1.5:
         return False
+    return _runs_config(pid, pid_file) is False   # None: unreadable, or gone since: not proven
+
+
+def _runs_config(pid: int, pid_file: Path) -> bool | None:
+    """Is process ``pid`` the driver of the run whose driver.pid this is (its command line,
+    python -m emews_py.farm RUN_DIR/config.json)? None if /proc cannot tell."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:   # unreadable, or gone since: not proven
-        return False
-    return str(pid_file.with_name("config.json")).encode() not in argv
+    except OSError:
+        return None
+    return str(pid_file.with_name("config.json")).encode() in argv
 
 
 BATCH_OPTIONS = ("nodes", "ppn", "walltime", "queue", "account", "dryrun")
@@ -718,23 +724,31 @@ SI_KERNEL = 0x80       # siginfo si_code of a signal the kernel sent: the termin
 KILL_AFTER_S = 20.0    # the driver stops within 10 s of a signal; past this, mpiexec is killed
 
 
-def signal_driver(pid_file: Path | None) -> bool:
+def signal_driver(pid_file: Path | None, since: float = 0.0) -> bool:
     """SIGTERM to rank 0, whose pid (and node) the driver writes to RUN_DIR/driver.pid when it
     starts; False if it has not started yet (the caller tries again). A driver on another host
     (HOSTS) gets the request as RUN_DIR/stop-request: its pid means another process here, and a
-    signal to mpiexec could be hydra's second one, which kills the job unrecorded."""
+    signal to mpiexec could be hydra's second one, which kills the job unrecorded. A file written
+    before ``since`` (the job's start: an earlier job's, in the same run directory) or a pid that
+    now names a process started after the file was written (a recycled pid) is not this job's
+    driver, and nothing is signalled."""
     import signal
 
     from emews_py.farm.transport import STOP_FILE, node_id
     try:
         words = pid_file.read_text().split()
-        pid = int(words[0])
+        pid, written = int(words[0]), pid_file.stat().st_mtime
     except (AttributeError, OSError, ValueError, IndexError):
+        return False
+    if written < since - 1.5:   # 1.5 s: mtime and the clock read apart
         return False
     try:
         if len(words) > 1 and words[1] != node_id():
             (pid_file.parent / STOP_FILE).write_text(f"{int(signal.SIGTERM)}\n")
         else:
+            start = _started_at(pid)
+            if start is None or (start > written + 1.5 and not _runs_config(pid, pid_file)):
+                return False
             os.kill(pid, signal.SIGTERM)
         return True
     except OSError:
@@ -757,6 +771,7 @@ def run_job(cmd: list[str], env: dict, pid_file: Path | None = None) -> tuple[in
     stops = {signal.SIGINT, signal.SIGTERM}
     early: list[int] = []
     old = {s: signal.signal(s, lambda n, _f: early.append(n)) for s in stops}
+    started = time.time()
     try:
         proc = subprocess.Popen(cmd, env=env)   # inherits the default handlers and an empty mask
     except BaseException:
@@ -774,7 +789,7 @@ def run_job(cmd: list[str], env: dict, pid_file: Path | None = None) -> tuple[in
             if info is not None:
                 got.append((info.si_signo, info.si_code))
             rc = proc.poll()
-            if forward and rc is None and signal_driver(pid_file):
+            if forward and rc is None and signal_driver(pid_file, started):
                 forward = False   # a driver that was still starting gets it once it is up
             for signo, code in got:
                 if rc is not None:   # it ended as the signal came: only remember the signal

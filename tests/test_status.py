@@ -505,3 +505,30 @@ def test_a_live_driver_in_another_pid_namespace_is_not_taken_for_dead(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)   # the namespace's init: every process in it goes
         proc.wait(10)
     assert gone(run_dir), job_pids(run_dir)
+
+
+def test_the_cli_passes_a_stop_only_to_this_jobs_driver(tmp_path):
+    """run_job passes a SIGTERM on to the pid in RUN_DIR/driver.pid: not when the file is an
+    earlier job's (written before this job started) or when its pid now names a process that
+    started after the file was written (a recycled pid); a real driver (started before it wrote
+    the file) gets it."""
+    from emews_py.cli import signal_driver
+    from emews_py.farm.transport import node_id
+    pid_file = tmp_path / "driver.pid"
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        time.sleep(0.1)
+        pid_file.write_text(f"{victim.pid} {node_id()}\n")
+        job_start = time.time()
+        old = job_start - 600                       # an earlier job's file
+        os.utime(pid_file, (old, old))
+        assert not signal_driver(pid_file, since=job_start)
+        # the file written long before the process started: a recycled pid, not the driver
+        assert not signal_driver(pid_file, since=0.0)
+        assert victim.poll() is None
+        pid_file.write_text(f"{victim.pid} {node_id()}\n")    # written after it started
+        assert signal_driver(pid_file, since=job_start)
+        assert victim.wait(10) == -signal.SIGTERM
+    finally:
+        victim.kill()
+        victim.wait()
