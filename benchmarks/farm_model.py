@@ -406,7 +406,8 @@ def main(argv=None) -> int:
                          "used, read from its transcript) and for the predictions (default: "
                          "'auto', the current rule)")
     ap.add_argument("--pooled", action="store_true",
-                    help="also validate with each mode's cost fitted over all its runs (GP and forest sides apart)")
+                    help="also validate with each mode's cost fitted over all its runs (GP and "
+                         "forest sides apart)")
     ap.add_argument("--holdout", action="store_true",
                     help="also validate out of sample: each run simulated with everything "
                          "calibrated on the other runs (its mode's cost over the other runs since "
