@@ -247,8 +247,8 @@ def history(engine: Engine, exp_id: int) -> dict | None:
     at the stop, as the live streaming protocol gives it) and failed or timed-out ones (objective
     None), as
     ``{"experiment", "name", "space", "results": [{"id", "params", "status", "objective",
-    "metrics", "stopped_epoch"}]}``. Cancelled, interrupted, queued and running trials tell nothing about their
-    point and are left out. None when the store has no experiment ``exp_id``."""
+    "metrics", "stopped_epoch"}]}``. Cancelled, interrupted, queued and running trials tell
+    nothing about their point and are left out. None when the store has no experiment ``exp_id``."""
     finished = (TrialStatus.COMPLETED.value, TrialStatus.FAILED.value, TrialStatus.TIMEOUT.value,
                 TrialStatus.STOPPED.value)
     with engine.connect() as c:
