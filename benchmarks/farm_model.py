@@ -218,10 +218,16 @@ def fit_mode(key: str, samples: list[tuple], n_cap: float = math.inf):
     return farmsim.fit_switched(samples, GP_MAX_N, n_cap, believer=key == "batch")
 
 
+def median_of(runs, key: str, default: float) -> float:
+    """The median of the runs' pooled ``key`` samples (hand-out gaps, result lags)."""
+    xs = [x for r in runs for x in r[key]]
+    return statistics.median(xs) if xs else default
+
+
 def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
     """Every completed run of benchmarks/utilization.py in these stores: its durations, real
     figures, look-ahead rule, load and own cost fits; and the costs pooled over all runs."""
-    per, samples, g, lag = {}, defaultdict(list), [], []
+    per, samples = {}, defaultdict(list)
     for store in stores:
         engine = create_engine(f"sqlite:///{store}")
         with engine.connect() as c:
@@ -242,9 +248,6 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                     key = "random" if algo == "random" or (algo == "stream" and n < min_fit) else algo
                     samples[key].append((n, q, sec, load, same_code, (store, e["id"])))
                     own[key].append((n, q, sec))
-                run_gaps, run_lags = gaps(c, e["id"]), result_lags(c, e["id"], msgs)
-                g += run_gaps
-                lag += run_lags
                 dur = [r["f"] - r["s"] for r in c.execute(text(
                     "SELECT (julianday(started_at) - 2440587.5) * 86400 AS s, "
                     "(julianday(finished_at) - 2440587.5) * 86400 AS f FROM trials "
@@ -255,7 +258,7 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
                 per[store, e["id"]] = dict(
                     name=f"{store.parent.name}/{algo} {w}", algo=algo, workers=w, design=design,
                     min_fit=min_fit, durations=dur, real=measure(engine, e["id"]), load=load,
-                    same_code=same_code, gaps=run_gaps, lags=run_lags,
+                    same_code=same_code, gaps=gaps(c, e["id"]), lags=result_lags(c, e["id"], msgs),
                     rule=rule, hits=hits,
                     own={k: fit_mode(k, v) for k, v in own.items() if len(v) >= 2})
         engine.dispose()
@@ -267,8 +270,8 @@ def calibrate(stores: list[Path], a, loads: dict) -> tuple[dict, dict]:
         return fit_mode(k, [x[:3] for x in samples[k]], max(x[0] for x in samples[k]))
     cal = dict(cost={"stream": fit("stream"), "batch": fit("batch")},
                rounds={k: len(v) for k, v in samples.items()}, samples=samples,
-               random_cost=fit("random"), gap_s=statistics.median(g) if g else 0.0,
-               result_s=statistics.median(lag) if lag else 0.0, driver_s=a.driver_s,
+               random_cost=fit("random"), gap_s=median_of(per.values(), "gaps", 0.0),
+               result_s=median_of(per.values(), "lags", 0.0), driver_s=a.driver_s,
                n_random=len(samples["random"]))
     return per, cal
 
@@ -307,12 +310,10 @@ def holdout_cal(key, r: dict, per: dict, cal: dict) -> dict | None:
     if (r["algo"] != "random" and len(mode) < 4) or len(rnd) < 2:
         return None
     rest = [p for k, p in per.items() if k != key]
-    g = [x for p in rest for x in p["gaps"]]
-    lag = [x for p in rest for x in p["lags"]]
     return dict(cal, cost={r["algo"]: fit_mode(r["algo"], mode, max(x[0] for x in mode))} if mode else {},
                 random_cost=farmsim.fit_cost(rnd, max(x[0] for x in rnd)),
-                gap_s=statistics.median(g) if g else cal["gap_s"],
-                result_s=statistics.median(lag) if lag else cal["result_s"])
+                gap_s=median_of(rest, "gaps", cal["gap_s"]),
+                result_s=median_of(rest, "lags", cal["result_s"]))
 
 
 def simulate_run(r: dict, cal: dict, ahead, how: str) -> farmsim.Outcome:

@@ -54,7 +54,6 @@ def main(argv=None) -> int:
         P = importlib.import_module(f"pilots.{name}")
         real = P.build_before_fit
         off = lambda *args, **kw: False   # noqa: E731 - the baseline: Keras builds inside the trace
-        P.build_before_fit = real
         one(P, {"epochs": 1, "seed": 99}, 0, run_dir)          # data and Keras' first use
         res = {"without": [], "with": []}
         for i in range(a.trainings):

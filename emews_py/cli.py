@@ -554,23 +554,24 @@ def _dead_here(seg: dict) -> bool:
         return False
     if len(words) < 2 or words[1] != node_id() or pid != seg.get("pid"):
         return False
+    return _is_driver(pid, pid_file, written) is False   # None: not proven
+
+
+def _is_driver(pid: int, pid_file: Path, written: float) -> bool | None:
+    """Is local process ``pid`` the driver that wrote ``pid_file`` (at mtime ``written``)? False
+    when the pid is free, a zombie, or a process that started after the file was written and is
+    not running this run's config (a recycled pid); None when /proc cannot tell."""
     start = _started_at(pid)
     if start is None:
-        return True
+        return False
     # The driver started before it wrote the file; 1.5 s covers btime's whole seconds. A later
     # start is another process, unless the wall clock was stepped: then the driver's command
     # line (python -m emews_py.farm RUN_DIR/config.json) still shows it is the driver.
     if start <= written + 1.5:
-        return False
-    return _runs_config(pid, pid_file) is False   # None: unreadable, or gone since: not proven
-
-
-def _runs_config(pid: int, pid_file: Path) -> bool | None:
-    """Is process ``pid`` the driver of the run whose driver.pid this is (its command line,
-    python -m emews_py.farm RUN_DIR/config.json)? None if /proc cannot tell."""
+        return True
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    except OSError:   # unreadable, or gone since
         return None
     return str(pid_file.with_name("config.json")).encode() in argv
 
@@ -746,8 +747,7 @@ def signal_driver(pid_file: Path | None, since: float = 0.0) -> bool:
         if len(words) > 1 and words[1] != node_id():
             (pid_file.parent / STOP_FILE).write_text(f"{int(signal.SIGTERM)}\n")
         else:
-            start = _started_at(pid)
-            if start is None or (start > written + 1.5 and not _runs_config(pid, pid_file)):
+            if _is_driver(pid, pid_file, written) is not True:
                 return False
             os.kill(pid, signal.SIGTERM)
         return True
