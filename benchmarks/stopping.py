@@ -72,7 +72,7 @@ SPACES = {
     "drug": """param.set <- makeParamSet(
   makeNumericParam("learning_rate", lower = -4, upper = -1, trafo = function(x) 10^x),
   makeIntegerParam("batch_size", lower = 3, upper = 5, trafo = function(x) 2L^x),
-  makeDiscreteParam("epochs", values = c({epochs}L)),
+  makeDiscreteParam("epochs", values = c({epochs}L)),{extra}
   makeNumericParam("dropout", lower = 0, upper = 0.5),
   makeDiscreteParam("activation", values = c("relu", "elu", "tanh", "sigmoid")),
   makeDiscreteParam("optimizer", values = c("adam", "sgd", "rmsprop")),
@@ -84,7 +84,7 @@ SPACES = {
     "treat": """param.set <- makeParamSet(
   makeNumericParam("learning_rate", lower = -4, upper = -1, trafo = function(x) 10^x),
   makeIntegerParam("batch_size", lower = 3, upper = 6, trafo = function(x) 2L^x),
-  makeDiscreteParam("epochs", values = c({epochs}L)),
+  makeDiscreteParam("epochs", values = c({epochs}L)),{extra}
   makeNumericParam("dropout", lower = 0, upper = 0.6),
   makeDiscreteParam("activation", values = c("relu", "elu", "tanh", "sigmoid")),
   makeDiscreteParam("optimizer", values = c("adam", "sgd", "rmsprop", "adagrad")),
@@ -396,6 +396,10 @@ def main() -> int:
                     help="replay: a trial's result is the pilot's objective (the last epoch's "
                          "model: default), or the best val_loss of its epochs (what a pilot "
                          "keeping its best epoch's weights would return)")
+    ap.add_argument("--restore-best", action="store_true",
+                    help="live runs: the pilots keep their best epoch's weights (restore_best_weights "
+                         "= 1 in the space), so a training's result, a stopped one's too, is its "
+                         "best epoch's val_loss; replay such a recording with --objective best-epoch")
     ap.add_argument("--tol", type=float, default=0.0,
                     help="also print the table with 'the same best' meaning within this much of "
                          "the run without stopping (e.g. 0.001: drug's val_loss goes to 1e-7 in "
@@ -413,7 +417,8 @@ def main() -> int:
           f"{a.window:g} s each, {a.procs - 1} workers, algo {a.algo}, store {db}; "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     for pilot in a.pilots:
-        (runs / f"{pilot}_space.R").write_text(SPACES[pilot].format(epochs=int(a.epochs)))
+        extra = '\n  makeDiscreteParam("restore_best_weights", values = c(1L)),' if a.restore_best else ""
+        (runs / f"{pilot}_space.R").write_text(SPACES[pilot].format(epochs=int(a.epochs), extra=extra))
         results = {}
         for s in seeds:
             for st in a.stoppers:   # alternating, so a load change hits every stopper alike

@@ -176,3 +176,33 @@ def test_callbacks_unit(treat):
     hist = model.fit(x, y, epochs=5, batch_size=8, verbose=0,
                      callbacks=[Expire(), *callbacks_for(ctx2)])
     assert ctx2.timed_out and len(hist.history["loss"]) == 1
+
+
+def test_restore_best_weights_reports_and_saves_the_best_epochs_model(treat, tmp_path):
+    """A learning rate that overfits the small set: val_loss rises after its low point. With
+    restore_best_weights the trial's objective is its best epoch's val_loss (the model evaluated
+    and saved is that epoch's), the train_end event names the epoch; without it, the last
+    epoch's."""
+    import keras
+    cfg = {**SMALL, "epochs": 8, "learning_rate": 0.05, "batch_size": 8}
+    res, curve, ends = {}, {}, {}
+    for keep in (False, True):
+        ctx = TrialContext.local(tmp_path / str(keep), trial_id=1)
+        res[keep] = treat.run({**cfg, "restore_best_weights": keep}, ctx)
+        curve[keep] = [e["metrics"]["val_loss"] for e in ctx.events if e["kind"] == "epoch_end"]
+        ends[keep] = next(e["metrics"] for e in ctx.events if e["kind"] == "train_end")
+    assert curve[True] == pytest.approx(curve[False], rel=1e-5)   # the same training
+    vals = curve[True]
+    best = int(np.argmin(vals))
+    assert best < len(vals) - 1 and vals[-1] > vals[best] * 1.05, vals  # it does overfit
+    assert res[False]["metrics"]["val_loss"] == pytest.approx(vals[-1], rel=1e-4)
+    assert res[True]["metrics"]["val_loss"] == pytest.approx(vals[best], rel=1e-4)
+    assert res[True]["objective"] < res[False]["objective"]
+    assert ends[True]["restored_epoch"] == best and "restored_epoch" not in ends[False]
+    # the saved model is the restored one: its test predictions give the reported objective
+    saved = keras.models.load_model(res[True]["model_path"])
+    tasks = treat.get_fold(treat.resolve_data_dir({}), 0)
+    pred = treat.predict_np(saved, tasks[0]["x_test"])
+    ce = sum(treat.cross_entropy(t["y_test"], np.asarray(pred[f"out_{i}"]))
+             for i, t in enumerate(tasks))
+    assert ce == pytest.approx(res[True]["objective"], rel=1e-4)

@@ -11,6 +11,10 @@ A pilot passes ``callbacks_for(ctx)`` to ``model.fit``:
   the optimizer. It also ends the training at an epoch end once the run's early stopper
   (``STOPPER``, docs/stopping.md) asks for it (``ctx.stop_requested()``), so the trial is stored
   ``stopped`` at that epoch.
+* ``BestWeights()`` (with ``callbacks_for(ctx, restore_best=True)``: the pilots'
+  ``restore_best_weights`` parameter) keeps the weights of the epoch with the best ``val_loss`` and
+  puts them back when training ends, so the pilot evaluates, reports and saves that model rather
+  than the last epoch's (``train_end`` says which epoch: ``restored_epoch``).
 * ``TimeLimit(ctx)`` checks ``ctx.time_left()`` after every batch and every epoch; once it is <= 0
   it sets ``model.stop_training = True`` and calls ``ctx.mark_timeout()``, so the trial is stored
   with status ``timeout``.
@@ -120,10 +124,48 @@ class StoreCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         final = {str(k): _num(v) for k, v in (logs or {}).items()} or dict(self.last_logs)
         dur = time.time() - self._t_begin if self._t_begin else None
+        kept = getattr(self, "best_weights", None)
+        restored = {} if kept is None or kept.restored is None else \
+            {"restored_epoch": self.epoch_offset + kept.restored}
         self.ctx.event("train_end", epochs_run=self.epochs_done, seconds=dur,
                        timed_out=bool(getattr(self.ctx, "timed_out", False)),
                        stopped_epoch=getattr(self.ctx, "stopped_epoch", None),
-                       **{f"final_{k}": v for k, v in final.items()}, **self.extra)
+                       **{f"final_{k}": v for k, v in final.items()}, **restored, **self.extra)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """At the end of training, puts back the weights of the epoch whose ``monitor`` value was best.
+
+    Keras' ``EarlyStopping(restore_best_weights=True)`` does this only when its own patience stops
+    the training; here it happens whatever ended it (the last epoch, the run's stopper, the time
+    limit), which is what a search wants: a trial's result is its best model, as a checkpoint with
+    ``save_best_only`` would keep. Epochs whose value is missing or not finite never count as
+    best. ``restored`` is the (0-based) epoch put back, or None when the last epoch was the best
+    (nothing to do) or no epoch had a value.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min"):
+        super().__init__()
+        self.monitor, self.sign = monitor, (1.0 if mode == "min" else -1.0)
+        self.best = self.weights = self.best_epoch = self.restored = None
+        self.last_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.best = self.weights = self.best_epoch = self.restored = None
+        self.last_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch = int(epoch)
+        v = _num((logs or {}).get(self.monitor))
+        if isinstance(v, float) and (self.best is None or self.sign * v < self.sign * self.best):
+            self.best, self.best_epoch = v, int(epoch)
+            self.weights = self.model.get_weights()   # host copies: a later epoch cannot touch them
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self.weights)
+            self.restored = self.best_epoch
+        self.weights = None
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -157,12 +199,19 @@ class TimeLimit(keras.callbacks.Callback):
         self._check()
 
 
-def callbacks_for(ctx, params: dict | None = None, **extra) -> list:
-    """``[TimeLimit(ctx), StoreCallback(ctx, params, extra)]`` for ``model.fit(callbacks=...)``.
+def callbacks_for(ctx, params: dict | None = None, restore_best: bool = False, **extra) -> list:
+    """``[TimeLimit(ctx), (BestWeights(),) StoreCallback(ctx, params, extra)]`` for
+    ``model.fit(callbacks=...)``; the store callback is always the last.
 
-    TimeLimit comes first so that the ``train_end`` event already knows whether the limit hit.
+    TimeLimit comes first so that the ``train_end`` event already knows whether the limit hit, and
+    BestWeights (``restore_best``) before the store callback so that ``train_end`` says which
+    epoch's weights the model ends with.
     """
-    return [TimeLimit(ctx), StoreCallback(ctx, params=params, extra=extra or None)]
+    store = StoreCallback(ctx, params=params, extra=extra or None)
+    if not restore_best:
+        return [TimeLimit(ctx), store]
+    store.best_weights = BestWeights()
+    return [TimeLimit(ctx), store.best_weights, store]
 
 
 def configure_threads() -> None:

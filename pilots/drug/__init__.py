@@ -20,7 +20,7 @@ from emews_py.pilotkit.defaults import pilot_params
 from emews_py.pilotkit.keras import (build_before_fit, callbacks_for, configure_threads, keras,
                                      log_import, make_optimizer, predict_np, start_classifier_trial)
 from emews_py.pilotkit.metrics import cross_entropy, macro_f1, roc_auc
-from emews_py.pilotkit.params import check_choice, parse_int_list, to_float, to_int
+from emews_py.pilotkit.params import check_choice, parse_int_list, to_bool, to_float, to_int
 
 from . import data as drug_data
 
@@ -130,6 +130,7 @@ def run(params: dict, ctx) -> dict:
     batch_size = to_int(p["batch_size"], "batch_size", 1)
     epochs = to_int(p["epochs"], "epochs", 1)
     seed = to_int(p["seed"], "seed")
+    restore_best = to_bool(p["restore_best_weights"], "restore_best_weights")
 
     train_f, test_f = resolve_files(p)
     d = get_data(train_f, test_f, to_int(p["feature_subsample"], "feature_subsample", 0),
@@ -155,7 +156,7 @@ def run(params: dict, ctx) -> dict:
     build_before_fit(model, x_tr[..., None], enc(y_tr))   # one trace of the training step, not two
     model.fit(x_tr[..., None], enc(y_tr), validation_data=(x_te[..., None], enc(y_te)),
               batch_size=batch_size, epochs=epochs, verbose=to_int(p["verbose"], "verbose"),
-              callbacks=callbacks_for(ctx, params=p), shuffle=True)
+              callbacks=callbacks_for(ctx, params=p, restore_best=restore_best), shuffle=True)
     val = model.evaluate(x_te[..., None], enc(y_te), verbose=0, return_dict=True)
     prob = np.asarray(predict_np(model, x_te[..., None]))
     objective = cross_entropy(y_te, prob)

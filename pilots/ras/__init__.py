@@ -63,6 +63,7 @@ def resolve_params(params: dict) -> dict:
     q["validation_split"] = to_float(p["validation_split"], "validation_split", 0.01, 0.9)
     q["max_samples"] = to_int(p["max_samples"], "max_samples", 0)
     q["rng_seed"] = to_int(p["rng_seed"], "rng_seed", 0)
+    q["restore_best_weights"] = to_bool(p["restore_best_weights"], "restore_best_weights")
     q["verbose"] = to_int(p["verbose"], "verbose", 0, 2)
     q["optimizer"] = check_choice(p["optimizer"], "optimizer", OPTIMIZERS, PILOT)
     q["loss"] = check_choice(p["loss"], "loss", LOSSES, PILOT)
@@ -132,7 +133,8 @@ def run(params: dict, ctx) -> dict:
     build_before_fit(model, x_tr, x_tr)   # one trace of the training step, not two
     hist = model.fit(x_tr, x_tr, validation_data=(x_va, x_va), epochs=p["epochs"],
                      batch_size=p["batch_size"], shuffle=True, verbose=p["verbose"],
-                     callbacks=callbacks_for(ctx, params=dict(params)))
+                     callbacks=callbacks_for(ctx, params=dict(params),
+                                             restore_best=p["restore_best_weights"]))
     val_loss, val_mse = (float(v) for v in model.evaluate(x_va, x_va, batch_size=256, verbose=0))
     if not math.isfinite(val_mse):
         raise PilotError(f"pilot '{PILOT}': training diverged (validation MSE {val_mse}) with "

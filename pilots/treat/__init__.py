@@ -19,7 +19,7 @@ from emews_py.pilotkit.defaults import pilot_params
 from emews_py.pilotkit.keras import (build_before_fit, callbacks_for, configure_threads, keras,
                                      log_import, make_optimizer, predict_np, start_classifier_trial)
 from emews_py.pilotkit.metrics import cross_entropy, macro_f1
-from emews_py.pilotkit.params import parse_int_list, to_float, to_int
+from emews_py.pilotkit.params import parse_int_list, to_bool, to_float, to_int
 
 from . import data as treat_data
 
@@ -149,7 +149,8 @@ def train_fold(tasks: list[dict], p: dict, ctx, fold: int, shared, ind_raw, task
     # epochs are numbered on across folds (fold 1 starts at `epochs`), so each epoch_end of a
     # trial has its own epoch number; the fold is in the event's metrics.
     epochs = to_int(p["epochs"], "epochs", 1)
-    cbs = callbacks_for(ctx, params=_loggable(p), fold=fold)
+    cbs = callbacks_for(ctx, params=_loggable(p), fold=fold,
+                        restore_best=to_bool(p["restore_best_weights"], "restore_best_weights"))
     cbs[-1].epoch_offset = fold * epochs
     build_before_fit(model, x_tr, y_tr, w_tr)   # one trace of the training step, not two
     model.fit(x_tr, y_tr, sample_weight=w_tr, validation_data=(x_te, y_te, w_te),
