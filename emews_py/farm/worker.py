@@ -32,10 +32,9 @@ import time
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from emews_py.config import RunConfig
-from emews_py.farm.child import SLOT, SLOT_BYTES, read_slot, write_halt
+from emews_py.farm.child import SLOT_BYTES, read_slot, write_halt
 from emews_py.farm.procs import die_with_parent_of
 from emews_py.farm.scheduler import trial_stuck_after
 from emews_py.farm.transport import DRIVER, WOKEN_IDLE_S, Backoff, Tag, Waker, mpi, node_id
