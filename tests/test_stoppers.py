@@ -354,6 +354,41 @@ def test_keras_callback_ends_training_at_the_epoch_end_after_a_stop_request():
     assert [e for e in events if e["kind"] == "train_end"][0]["metrics"]["stopped_epoch"] == 1
 
 
+def test_a_stopped_trial_with_restore_best_returns_its_best_epochs_model():
+    """restore_best (the pilots' restore_best_weights): a training that gets worse every epoch
+    (a learning rate past divergence) and is stopped at epoch 1 ends with epoch 0's weights, so
+    the pilot's evaluation after fit, its objective, is epoch 0's val_loss: the stopped trial's
+    best value so far, the value the stoppers judged it by."""
+    pytest.importorskip("keras")
+    import numpy as np
+
+    from emews_py.pilot import TrialContext, run_trial
+    from emews_py.pilotkit.keras import callbacks_for, keras
+    from emews_py.trials import TrialStatus
+
+    class Pilot:
+        @staticmethod
+        def run(params, ctx):
+            x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=3.0), loss="mse")
+            model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=8, verbose=0,
+                      batch_size=32, callbacks=callbacks_for(ctx, restore_best=True))
+            return {"objective": float(model.evaluate(x, x[:, :1], verbose=0))}
+
+    events = []
+    ctx = TrialContext(1, ".", None, events.append,
+                       halted=lambda: sum(e["kind"] == "epoch_end" for e in events) >= 2)
+    status, res, error = run_trial(Pilot, {}, ctx, None)
+    assert status is TrialStatus.STOPPED and ctx.stopped_epoch == 1
+    vals = [e["metrics"]["val_loss"] for e in events if e["kind"] == "epoch_end"]
+    assert len(vals) == 2 and vals[1] > 2 * vals[0]          # it got worse
+    assert math.isclose(res["objective"], vals[0], rel_tol=1e-5)
+    end = [e for e in events if e["kind"] == "train_end"][0]["metrics"]
+    assert end["restored_epoch"] == 0 and end["stopped_epoch"] == 1
+
+
 def test_a_stopped_trial_is_not_trained_again_after_a_resume(tmp_path):
     """SIGTERM once a trial was stopped; the resume replays the transcript and reruns only the
     trials that had not finished: the stopped one stays stopped, started once."""
