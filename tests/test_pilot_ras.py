@@ -155,3 +155,18 @@ def test_time_limit_before_training(ras, tmp_path):
     with pytest.raises(TrialTimeout):
         ras.run(SMALL, ctx)
     assert ctx.timed_out
+
+
+def test_restore_best_weights_objective_is_the_best_epochs(ras, tmp_path):
+    """With restore_best_weights the model evaluated is the best val_loss epoch's: under the
+    default loss (mse, no l2) the objective, the validation MSE, is the smallest val_loss of the
+    epochs, and train_loss is that epoch's training loss."""
+    ctx = TrialContext.local(tmp_path, trial_id=4)
+    res = ras.run({**SMALL, "epochs": 4, "conv_bool": False, "learning_rate": 0.05,
+                   "restore_best_weights": True}, ctx)
+    ep = [e["metrics"] for e in ctx.events if e["kind"] == "epoch_end"]
+    best = int(np.argmin([m["val_loss"] for m in ep]))
+    assert res["objective"] == pytest.approx(ep[best]["val_loss"], rel=1e-4)
+    assert res["metrics"]["train_loss"] == pytest.approx(ep[best]["loss"], rel=1e-6)
+    end = [e["metrics"] for e in ctx.events if e["kind"] == "train_end"][0]
+    assert best < len(ep) - 1 and end["restored_epoch"] == best   # at 0.05 epoch 3 is worse

@@ -131,10 +131,10 @@ def run(params: dict, ctx) -> dict:
     model, _ = build_model(x_tr.shape[1:], p)
     model.compile(optimizer=make_optimizer(p["optimizer"], p["learning_rate"], PILOT), loss=p["loss"], metrics=["mse"])
     build_before_fit(model, x_tr, x_tr)   # one trace of the training step, not two
+    cbs = callbacks_for(ctx, params=dict(params), restore_best=p["restore_best_weights"])
     hist = model.fit(x_tr, x_tr, validation_data=(x_va, x_va), epochs=p["epochs"],
                      batch_size=p["batch_size"], shuffle=True, verbose=p["verbose"],
-                     callbacks=callbacks_for(ctx, params=dict(params),
-                                             restore_best=p["restore_best_weights"]))
+                     callbacks=cbs)
     val_loss, val_mse = (float(v) for v in model.evaluate(x_va, x_va, batch_size=256, verbose=0))
     if not math.isfinite(val_mse):
         raise PilotError(f"pilot '{PILOT}': training diverged (validation MSE {val_mse}) with "
@@ -143,8 +143,10 @@ def run(params: dict, ctx) -> dict:
     path = ctx.model_path()
     model.save(path)
     epochs_run = len(hist.history.get("loss", []))
+    kept = getattr(cbs[-1], "best_weights", None)   # restore_best_weights: the epoch put back
+    at = kept.restored if kept is not None and kept.restored is not None else -1
     metrics = {"val_mse": val_mse, "val_loss": val_loss,
-               "train_loss": float(hist.history["loss"][-1]) if epochs_run else None,
+               "train_loss": float(hist.history["loss"][at]) if epochs_run else None,
                "epochs_run": epochs_run, "n_params": int(model.count_params()),
                "latent_dim": p["dense"][-1], "train_samples": info["train_samples"],
                "val_samples": info["val_samples"], "sample_shape": info["sample_shape"],
