@@ -83,6 +83,7 @@ class StoreCallback(keras.callbacks.Callback):
         self.trial_params = dict(params or {})
         self.extra = dict(extra or {})
         self.epoch_offset = epoch_offset
+        self.best_weights = None   # callbacks_for(restore_best=True): its BestWeights, for train_end
         self.epochs_done = 0
         self.last_logs: dict = {}
         self._t_begin = None
@@ -124,7 +125,7 @@ class StoreCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         final = {str(k): _num(v) for k, v in (logs or {}).items()} or dict(self.last_logs)
         dur = time.time() - self._t_begin if self._t_begin else None
-        kept = getattr(self, "best_weights", None)
+        kept = self.best_weights
         restored = {} if kept is None or kept.restored is None else \
             {"restored_epoch": self.epoch_offset + kept.restored}
         self.ctx.event("train_end", epochs_run=self.epochs_done, seconds=dur,
@@ -147,12 +148,10 @@ class BestWeights(keras.callbacks.Callback):
     def __init__(self, monitor: str = "val_loss", mode: str = "min"):
         super().__init__()
         self.monitor, self.sign = monitor, (1.0 if mode == "min" else -1.0)
-        self.best = self.weights = self.best_epoch = self.restored = None
-        self.last_epoch = None
+        self.on_train_begin()
 
     def on_train_begin(self, logs=None):
-        self.best = self.weights = self.best_epoch = self.restored = None
-        self.last_epoch = None
+        self.best = self.weights = self.best_epoch = self.restored = self.last_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_epoch = int(epoch)

@@ -143,7 +143,7 @@ def run(params: dict, ctx) -> dict:
     path = ctx.model_path()
     model.save(path)
     epochs_run = len(hist.history.get("loss", []))
-    kept = getattr(cbs[-1], "best_weights", None)   # restore_best_weights: the epoch put back
+    kept = cbs[-1].best_weights   # restore_best_weights: the BestWeights that put an epoch back
     at = kept.restored if kept is not None and kept.restored is not None else -1
     metrics = {"val_mse": val_mse, "val_loss": val_loss,
                "train_loss": float(hist.history["loss"][at]) if epochs_run else None,
