@@ -121,8 +121,8 @@ def _ts(v) -> float:
     return v.timestamp()
 
 
-def run(pilot: str, seed: int, stopper: str, a, runs: Path, db: str) -> str:
-    """One search, stopped `window` seconds after its first trial started; its experiment name."""
+def start(pilot: str, seed: int, stopper: str, a, runs: Path, db: str):
+    """One search started: (its experiment name, the process, its log file)."""
     exp = f"{pilot}-{stopper.split(':')[0]}-s{seed}"
     space = runs / f"{pilot}_space.R"
     settings = {"sampler": "random", "seed": seed} if a.algo == "optuna" else {"seed": seed}
@@ -134,24 +134,33 @@ def run(pilot: str, seed: int, stopper: str, a, runs: Path, db: str) -> str:
     log = open(runs / f"{exp}.log", "w")
     p = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True)
-    t0, deadline = None, time.time() + 300
-    while p.poll() is None:
-        if t0 is None:
-            t0 = first_start(db, exp)
-            if t0 is None and time.time() > deadline:
-                break
-        elif time.time() >= t0 + a.window:
-            break
+    return exp, p, log
+
+
+def finish(runs: list, window: float) -> None:
+    """Stop each started search (``start``'s (exp, process, log, db)) `window` seconds after its
+    own first training began (or 300 s after its start if no training began by then)."""
+    t0 = {exp: None for exp, *_ in runs}
+    deadline = time.time() + 300
+    live = list(runs)
+    while live:
+        for r in list(live):
+            exp, p, log, db = r
+            if p.poll() is None:
+                if t0[exp] is None:
+                    t0[exp] = first_start(db, exp)
+                late = time.time() > deadline if t0[exp] is None else time.time() >= t0[exp] + window
+                if not late:
+                    continue
+                p.send_signal(signal.SIGTERM)   # the clean stop: trials, experiment `interrupted`
+                try:
+                    p.wait(timeout=90)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            log.close()
+            live.remove(r)
         time.sleep(0.5)
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)     # the clean stop: trials and experiment `interrupted`
-        try:
-            p.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    log.close()
-    return exp
 
 
 def measure(db: str, exp: str, window: float) -> dict:
@@ -405,6 +414,11 @@ def main() -> int:
                     help="live runs: the pilots keep their best epoch's weights (restore_best_weights "
                          "= 1 in the space), so a training's result, a stopped one's too, is its "
                          "best epoch's val_loss; replay such a recording with --objective best-epoch")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="live runs: start the runs of one seed (every stopper's) at the same "
+                         "time, each with its own workers and store (stopping-<rule>.db), instead "
+                         "of one after the other: every arm has the same machine load at every "
+                         "moment, and a seed takes one window instead of one per stopper")
     ap.add_argument("--tol", type=float, default=0.0,
                     help="also print the table with 'the same best' meaning within this much of "
                          "the run without stopping (e.g. 0.001: drug's val_loss goes to 1e-7 in "
@@ -418,21 +432,31 @@ def main() -> int:
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     if a.replay:
         return main_replay(a, seeds)
+    # --side-by-side: one store per arm (a stopper's name before ':'), written by one search each
+    dbs = {st: db if not a.side_by_side else
+           f"sqlite:///{runs / ('stopping-' + st.split(':')[0] + '.db')}" for st in a.stoppers}
     print(f"[stopping] {len(a.pilots)} pilots x {len(seeds)} seeds x {len(a.stoppers)} stoppers, "
-          f"{a.window:g} s each, {a.procs - 1} workers, algo {a.algo}, store {db}; "
+          f"{a.window:g} s each{' (side by side)' if a.side_by_side else ''}, {a.procs - 1} "
+          f"workers, algo {a.algo}, store {', '.join(sorted(set(dbs.values())))}; "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     for pilot in a.pilots:
         extra = '\n  makeDiscreteParam("restore_best_weights", values = c(1L)),' if a.restore_best else ""
         (runs / f"{pilot}_space.R").write_text(SPACES[pilot].format(epochs=int(a.epochs), extra=extra))
         results = {}
         for s in seeds:
-            for st in a.stoppers:   # alternating, so a load change hits every stopper alike
+            # alternating, so a load change hits every stopper alike; or all at once, each in its
+            # own store (--side-by-side: the same load for every arm, at every moment)
+            groups = [[(st, dbs[st])] for st in a.stoppers] if not a.side_by_side \
+                else [[(st, dbs[st]) for st in a.stoppers]]
+            for group in groups:
                 t = time.time()
-                exp = run(pilot, s, st, a, runs, db)
-                results[(st, s)] = m = measure(db, exp, a.window)
-                print(f"[stopping] {exp}: {m['completed']} completed, {m['stopped']} stopped, "
-                      f"best {m['best']:.4g} ({time.time() - t:.0f} s, load "
-                      f"{os.getloadavg()[0]:.1f})", flush=True)
+                started = [(*start(pilot, s, st, a, runs, d), d) for st, d in group]
+                finish(started, a.window)
+                for (st, d), (exp, *_) in zip(group, started):
+                    results[(st, s)] = m = measure(d, exp, a.window)
+                    print(f"[stopping] {exp}: {m['completed']} completed, {m['stopped']} "
+                          f"stopped, best {m['best']:.4g} ({time.time() - t:.0f} s, load "
+                          f"{os.getloadavg()[0]:.1f})", flush=True)
         report(pilot, results, a.stoppers, seeds, a.window)
         if a.tol:
             report(pilot, results, a.stoppers, seeds, a.window, a.tol)
