@@ -3,6 +3,7 @@ at equal wall time, over several seeds.
 
     .venv/bin/python benchmarks/stopping.py [--pilots drug treat] [--seeds 5] [--window 600]
         [--stoppers none asha median] [--epochs 30] [--algo optuna] [--runs runs/stopping]
+        [--first-seed 1] [--restore-best] [--side-by-side] [--tol 0.001]
 
 Each run is `emews workflow --pilot P --algo optuna` with Optuna's random sampler seeded by the
 seed (SETTINGS {"sampler": "random", "seed": S}): a streaming optimizer whose proposals do not
@@ -15,6 +16,9 @@ the loss fixed to categorical cross-entropy (so the val_loss the stoppers compar
 objective of every trial). The budget is never reached: each run is stopped with SIGTERM
 --window seconds after its first training began (its train_begin event: equal wall time; the
 workers' Keras import before it is not counted), and the trials finished by then are read from the store.
+The runs of one seed go one after the other (a load change then falls on every arm alike over the
+seeds), or with --side-by-side all at once, each with its own workers and store, so that every
+arm has the same machine load at every moment.
 
 Printed per pilot and stopper, over the seeds: trials completed (and stopped) in the window, the
 best validation loss of a trial (a stopped trial's model counts; median, and per seed against the

@@ -76,16 +76,23 @@ class Cost:
         return Cost(self.a * f, self.b * f, self.c * f, self.d * f, self.n_cap)
 
     @classmethod
-    def parse(cls, text: str, n_cap: float = math.inf) -> "Cost":
-        try:
-            v = [float(x) for x in text.split(",")]
-            if len(v) != 4 or not all(math.isfinite(x) and x >= 0 for x in v):
-                raise ValueError
-        except ValueError:
-            raise FarmSimError(f"--cost {text!r}: give four numbers >= 0, 'a,b,c,d', the proposal cost "
-                               f"a + b q + c n + d n q in seconds (n results seen, q points asked), "
-                               f"e.g. --cost 0.5,0.01,0.0002,0") from None
-        return cls(*v, n_cap=n_cap)
+    def parse(cls, text: str, n_cap: float = math.inf, option: str = "--cost") -> "Cost":
+        return cls(*_numbers(text, 4, option, "'a,b,c,d', the proposal cost a + b q + c n + d n q "
+                             "in seconds (n results seen, q points asked)", "0.5,0.01,0.0002,0"),
+                   n_cap=n_cap)
+
+
+def _numbers(text: str, k: int, option: str, what: str, example: str) -> list[float]:
+    """``k`` comma-separated numbers >= 0 from an option's text, or FarmSimError naming it."""
+    try:
+        v = [float(x) for x in text.split(",")]
+        if len(v) != k or not all(math.isfinite(x) and x >= 0 for x in v):
+            raise ValueError
+    except ValueError:
+        raise FarmSimError(f"{option} {text!r}: give {('three', 'four')[k - 3]} numbers >= 0, "
+                           f"{what}, e.g. {option} "
+                           f"{example}") from None
+    return v
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,12 @@ class BelieverCost:
 
     def scaled(self, f: float) -> "BelieverCost":
         return BelieverCost(self.a * f, self.b * f, self.c * f)
+
+    @classmethod
+    def parse(cls, text: str, option: str = "--gp-believer") -> "BelieverCost":
+        return cls(*_numbers(text, 3, option, "'a,b,c', the seconds a + b m + c m^2 to choose "
+                             "each of the q points with the GP conditioned on m points",
+                             "0.01,0.002,3e-5"))
 
 
 def fit_believer(samples: Sequence[tuple[float, float, float]]) -> BelieverCost:
@@ -491,6 +504,14 @@ def add_parser(sub) -> None:
                    help="cost of random points (random search; stream before min.fit)")
     s.add_argument("--n-cap", type=float, default=math.inf, help="n is capped here in the cost "
                    "(a bounded training set)")
+    s.add_argument("--gp-cost", help="mlrMBO's default surrogate switch: the proposal cost "
+                   "'a,b,c,d' while fewer than --switch-n results are fitted (the Gaussian "
+                   "process), --cost from there (the forest); benchmarks/farm_model.py prints both fits")
+    s.add_argument("--gp-believer", help="as --gp-cost, for batch mode's GP rounds as the kriging "
+                   "believer chooses them: 'a,b,c', each of the q points costs a + b m + c m^2 "
+                   "seconds with the GP conditioned on m = n + j points")
+    s.add_argument("--switch-n", type=float, default=200, help="where the cost switches "
+                   "(mlrMBO's gp.max.n, 200)")
     s.add_argument("--driver-s", type=float, default=DEFAULTS["driver_s"],
                    help="rank 0's seconds per trial and per result")
     s.add_argument("--gap-s", type=float, default=DEFAULTS["gap_s"],
@@ -531,9 +552,22 @@ def _checked(a) -> dict:
             raise FarmSimError(f"--{name.replace('_', '-')} = {v} must be a number of seconds >= 0")
     if not (a.n_cap > 0):
         raise FarmSimError(f"--n-cap = {a.n_cap} must be > 0")
+    cost = Cost.parse(a.cost, a.n_cap)
+    gp_cost, gp_believer = getattr(a, "gp_cost", None), getattr(a, "gp_believer", None)
+    if gp_cost is not None and gp_believer is not None:
+        raise FarmSimError("--gp-cost and --gp-believer both give the cost below the switch: give "
+                           "one (--gp-believer for batch mode's fantasies, --gp-cost otherwise)")
+    if gp_cost is not None or gp_believer is not None:
+        switch_n = getattr(a, "switch_n", 200)
+        if not (math.isfinite(switch_n) and switch_n > 0):
+            raise FarmSimError(f"--switch-n = {switch_n} must be a number of results > 0 (mlrMBO's "
+                               f"gp.max.n, 200)")
+        below = Cost.parse(gp_cost, option="--gp-cost") if gp_cost is not None \
+            else BelieverCost.parse(gp_believer)
+        cost = SwitchedCost(below, cost, switch_n)
     return dict(W=W, budget=budget, q=q, design=design, min_fit=a.min_fit if a.min_fit is not None
-                else max(2, math.ceil(design / 2)),
-                cost=Cost.parse(a.cost, a.n_cap), random_cost=Cost.parse(a.random_cost), ahead=ahead)
+                else max(2, math.ceil(design / 2)), cost=cost,
+                random_cost=Cost.parse(a.random_cost, option="--random-cost"), ahead=ahead)
 
 
 def parse_ahead(v) -> int | str:

@@ -180,8 +180,32 @@ def test_cli_closed_form():
     assert p.returncode == 0 and "batch: 16 workers, 160 trials" in p.stdout and "trials/h" in p.stdout
 
 
+def test_cli_switched_cost_closed_form():
+    """mlrMBO's surrogate switch on the command line: batch rounds of 8 after a design of 8, 2 s
+    trials; proposals at n = 8, 16 cost the GP's 10 s, at n = 24, 32 the forest's 1 s."""
+    base = ["--workers", "8", "--mean", "2", "--cv", "0", "--budget", "40", "--algo", "batch",
+            "--design", "8", "--q", "8", "--cost", "1,0,0,0", "--driver-s", "0", "--gap-s", "0",
+            "--result-s", "0", "--json"]
+    runs = {"forest only": [], "switched": ["--gp-cost", "10,0,0,0", "--switch-n", "24"],
+            # the believer: a per point, 8 points a round
+            "believer": ["--gp-believer", "1,0,0", "--switch-n", "24"]}
+    got = {}
+    for name, extra in runs.items():
+        p = cli(*base, *extra)
+        assert p.returncode == 0, p.stderr
+        got[name] = json.loads(p.stdout)
+    assert got["forest only"]["makespan"] == pytest.approx(5 * 2 + 4 * 1)
+    assert got["switched"]["makespan"] == pytest.approx(5 * 2 + 10 + 10 + 1 + 1)
+    assert got["believer"]["makespan"] == pytest.approx(5 * 2 + 8 + 8 + 1 + 1)
+
+
 @pytest.mark.parametrize("args,says", [
     (["--workers", "0"], "--workers = 0 must be a positive integer"),
+    (["--workers", "4", "--random-cost", "1"], "--random-cost '1': give four numbers"),
+    (["--workers", "4", "--gp-cost", "1,0,0,0", "--gp-believer", "1,0,0"],
+     "--gp-cost and --gp-believer both give the cost below the switch"),
+    (["--workers", "4", "--gp-believer", "1,0"], "--gp-believer '1,0': give three numbers"),
+    (["--workers", "4", "--gp-cost", "1,0,0,0", "--switch-n", "0"], "--switch-n = 0.0 must be"),
     (["--workers", "4", "--budget", "-3"], "--budget = -3"),
     (["--workers", "4", "--algo", "grid"], "--algo 'grid' is not known"),
     (["--workers", "4", "--cost", "1,2"], "--cost '1,2': give four numbers"),
