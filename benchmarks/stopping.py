@@ -388,6 +388,31 @@ def replay(trials: list[dict], first: dict, stopper_text: str, window: float,
             "ends": {t["id"]: (t["t0"] - t["pre"], t["spent"]) for t in trials if "spent" in t}}
 
 
+def trim(src: str, dst: str) -> None:
+    """A copy of a benchmark store small enough to keep in the repository
+    (benchmarks/recordings/): every experiment and trial as stored, and every event with only what
+    the replay and the tables read (its kind, epoch and time; ``val_loss`` and ``fold`` of an
+    epoch_end); the EQ transcript, the segments and the model rows left out."""
+    import sqlite3
+    if Path(dst).exists():
+        raise SystemExit(f"stopping.py --trim: {dst} exists; remove it or give another name.")
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)     # a consistent copy even of a store in WAL mode
+    c = sqlite3.connect(dst)
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for t in ("eq_messages", "segments", "models"):
+        if t in tables:
+            c.execute(f"DELETE FROM {t}")
+    rows = c.execute("SELECT id, kind, metrics FROM events").fetchall()
+    for i, kind, m in rows:
+        m = json.loads(m) if isinstance(m, str) else (m or {})
+        kept = {k: m[k] for k in ("val_loss", "fold") if k in m} if kind == "epoch_end" else {}
+        c.execute("UPDATE events SET metrics = ? WHERE id = ?", (json.dumps(kept), i))
+    c.commit()
+    c.execute("VACUUM")
+    c.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pilots", nargs="+", default=["drug", "treat"])
@@ -427,7 +452,13 @@ def main() -> int:
                     help="also print the table with 'the same best' meaning within this much of "
                          "the run without stopping (e.g. 0.001: drug's val_loss goes to 1e-7 in "
                          "many trainings that all classify every validation sample right)")
+    ap.add_argument("--trim", nargs=2, metavar=("STORE", "COPY"),
+                    help="no runs: write a copy of a benchmark's SQLite store with only what the "
+                         "replay and the tables read (for benchmarks/recordings/)")
     a = ap.parse_args()
+    if a.trim:
+        trim(*a.trim)
+        return 0
     if a.stoppers[0] != "none":
         a.stoppers = ["none"] + [s for s in a.stoppers if s != "none"]
     runs = Path(a.runs).resolve()

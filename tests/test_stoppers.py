@@ -167,12 +167,7 @@ def test_benchmark_replay_times_a_stop_like_the_farm():
     # One worker, three recorded trainings of 4 epochs (1 s each, 0.5 s of evaluation after the
     # last): a stop decided at an epoch's end takes effect at the next epoch end, then the
     # evaluation, and the worker takes the next training at once.
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "stopping.py"
-    spec = importlib.util.spec_from_file_location("stopping_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
 
     def trial(i, vals):
         return {"id": i, "pre": 0.0, "ends": [1.0, 2.0, 3.0, 4.0], "vals": vals, "post": 0.5,
@@ -196,6 +191,45 @@ def test_benchmark_replay_times_a_stop_like_the_farm():
                         objective="best-epoch")["best"] == 0.7
     # equal wall time: what ends after the window is not counted
     assert bench.replay([dict(t) for t in rec], {1: 0.0}, "none", 10.0)["best"] == 0.7
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "stopping.py"
+    spec = importlib.util.spec_from_file_location("stopping_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_trim_keeps_what_the_replay_reads(tmp_path):
+    # benchmarks/recordings/ holds trimmed copies of the benchmark's stores: a real run of the
+    # bench pilot's simulated trainings, trimmed, must replay and measure exactly as the store
+    space = json_space(tmp_path / "s.json", [
+        {"id": "x1", "type": "numeric", "lower": -5, "upper": 10},
+        {"id": "x2", "type": "numeric", "lower": 0, "upper": 15},
+        {"id": "epochs", "type": "discrete", "values": [3]},
+        {"id": "sleep", "type": "discrete", "values": [0.6]}])
+    p = run_workflow(tmp_path, "--algo", "py_random", "--procs", "3", "--budget", "4", "--space",
+                     str(space), "--exp", "rec", timeout=120)
+    assert p.returncode == 0, output(p)
+    bench = _bench()
+    src, dst = tmp_path / "emews.db", tmp_path / "trimmed.db"
+    bench.trim(str(src), str(dst))
+    a, b = (bench.recorded(f"sqlite:///{d}", "rec") for d in (src, dst))
+    assert a == b and len(a[0]) == 4 and all(len(t["vals"]) == 3 for t in a[0]), (a, b)
+    assert bench.measure(f"sqlite:///{src}", "rec", 600) == bench.measure(f"sqlite:///{dst}",
+                                                                          "rec", 600)
+    db = f"sqlite:///{dst}"
+    assert query(tmp_path, "SELECT COUNT(*) AS n FROM eq_messages")[0]["n"] > 0   # the source's
+    assert query(tmp_path, "SELECT COUNT(*) AS n FROM eq_messages", db=db)[0]["n"] == 0
+    kept = query(tmp_path, "SELECT kind, metrics FROM events", db=db)
+    assert {e["kind"] for e in kept} >= {"train_begin", "epoch_end"}
+    assert all(set(json.loads(e["metrics"])) == ({"val_loss"} if e["kind"] == "epoch_end" else set())
+               for e in kept)
+    with pytest.raises(SystemExit, match="exists"):
+        bench.trim(str(src), str(dst))
 
 
 # ---- the real farm ----------------------------------------------------------------------------

@@ -11,7 +11,8 @@ lognormal with mean M and coefficient of variation ``duration_cv`` (default 1), 
 (``duration()``; benchmarks/utilization.py and emews_py/farmsim.py use it).
 
 ``epochs = E`` (> 0) simulates a training with a known learning curve: E epochs sharing the
-trial's time (``sleep`` plus the drawn duration), each reporting an ``epoch_end`` event with
+trial's time (``sleep`` plus the drawn duration), after a ``train_begin`` event as the Keras
+callback sends, each reporting an ``epoch_end`` event with
 ``val_loss = f(x) + curve / (epoch + 1)`` (f the chosen function), and the last epoch's
 ``val_loss`` as the objective. It honours the early stopper (STOPPER) at each epoch end as the
 Keras callback does, so the farm's stopping is tested without Keras (tests/test_stoppers.py).
@@ -96,6 +97,7 @@ def run(params: dict, ctx) -> float:
 def train(final: float, epochs: int, seconds: float, curve: float, ctx) -> float:
     """A simulated training whose val_loss at epoch e is final + curve / (e + 1)."""
     loss = math.inf
+    ctx.event("train_begin", epochs=epochs)
     for e in range(epochs):
         train_for(seconds / epochs, ctx)
         loss = final + curve / (e + 1)
