@@ -409,6 +409,7 @@ def trim(src: str, dst: str) -> None:
         kept = {k: m[k] for k in ("val_loss", "fold") if k in m} if kind == "epoch_end" else {}
         c.execute("UPDATE events SET metrics = ? WHERE id = ?", (json.dumps(kept), i))
     c.commit()
+    c.execute("PRAGMA journal_mode = DELETE")   # one self-contained file: no -wal beside it
     c.execute("VACUUM")
     c.close()
 

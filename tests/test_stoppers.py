@@ -228,6 +228,9 @@ def test_benchmark_trim_keeps_what_the_replay_reads(tmp_path):
     assert {e["kind"] for e in kept} >= {"train_begin", "epoch_end"}
     assert all(set(json.loads(e["metrics"])) == ({"val_loss"} if e["kind"] == "epoch_end" else set())
                for e in kept)
+    import sqlite3
+    with sqlite3.connect(dst) as c:   # one file, no -wal beside it (kept in git)
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     with pytest.raises(SystemExit, match="exists"):
         bench.trim(str(src), str(dst))
 
