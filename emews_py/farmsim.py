@@ -90,8 +90,7 @@ def _numbers(text: str, k: int, option: str, what: str, example: str) -> list[fl
             raise ValueError
     except ValueError:
         raise FarmSimError(f"{option} {text!r}: give {('three', 'four')[k - 3]} numbers >= 0, "
-                           f"{what}, e.g. {option} "
-                           f"{example}") from None
+                           f"{what}, e.g. {option} {example}") from None
     return v
 
 
