@@ -46,6 +46,10 @@ worse than the no-stopping best. `--objective best-epoch` scores each training b
 epoch's val_loss (a pilot keeping its best weights) instead of the last; `--tol` adds a table
 where "the same best" is within that much.
 
+`--report DB...` prints the tables of live runs already in stores (several invocations'
+together, e.g. benchmarks/recordings/), and `--trim STORE COPY` writes a store small enough to
+keep there.
+
 The replay is a farm of as many workers as the recording had, taking the recorded trials in the
 same order, each timed as it was recorded (its time before training, each epoch's end, its
 evaluation after the last epoch), with `emews_py/farm/stoppers.py` itself deciding on the recorded
@@ -453,6 +457,10 @@ def main() -> int:
                     help="also print the table with 'the same best' meaning within this much of "
                          "the run without stopping (e.g. 0.001: drug's val_loss goes to 1e-7 in "
                          "many trainings that all classify every validation sample right)")
+    ap.add_argument("--report", nargs="+", default=[], metavar="DB",
+                    help="no runs: the tables of live runs already in these stores (URLs or "
+                         "SQLite files, e.g. benchmarks/recordings/), for --pilots, --stoppers and "
+                         "the seeds given; runs of several invocations together")
     ap.add_argument("--trim", nargs=2, metavar=("STORE", "COPY"),
                     help="no runs: write a copy of a benchmark's SQLite store with only what the "
                          "replay and the tables read (for benchmarks/recordings/)")
@@ -468,6 +476,8 @@ def main() -> int:
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     if a.replay:
         return main_replay(a, seeds)
+    if a.report:
+        return main_report(a, seeds)
     # --side-by-side: one store per arm (a stopper's name before ':'), written by one search each
     dbs = {st: db if not a.side_by_side else
            f"sqlite:///{runs / ('stopping-' + st.split(':')[0] + '.db')}" for st in a.stoppers}
@@ -546,6 +556,21 @@ def store_for(dbs: list[str], exp: str) -> str:
             eng.dispose()
     raise SystemExit(f"stopping.py: no recording {exp!r} in {', '.join(dbs)}: record it first "
                      f"with --stoppers none (see the docstring).")
+
+
+def main_report(a, seeds: list[int]) -> int:
+    """The tables of live runs already stored (each run found by its experiment name)."""
+    dbs = [d if "://" in d else f"sqlite:///{Path(d).resolve()}" for d in a.report]
+    for pilot in a.pilots:
+        results = {}
+        for st in a.stoppers:
+            for s in seeds:
+                exp = f"{pilot}-{st.split(':')[0]}-s{s}"
+                results[(st, s)] = measure(store_for(dbs, exp), exp, a.window)
+        report(pilot, results, a.stoppers, seeds, a.window)
+        if a.tol:
+            report(pilot, results, a.stoppers, seeds, a.window, a.tol)
+    return 0
 
 
 def main_replay(a, seeds: list[int]) -> int:

@@ -212,15 +212,15 @@ def test_benchmark_trim_keeps_what_the_replay_reads(tmp_path):
         {"id": "epochs", "type": "discrete", "values": [3]},
         {"id": "sleep", "type": "discrete", "values": [0.6]}])
     p = run_workflow(tmp_path, "--algo", "py_random", "--procs", "3", "--budget", "4", "--space",
-                     str(space), "--exp", "rec", timeout=120)
+                     str(space), "--exp", "bench-none-s1", timeout=120)
     assert p.returncode == 0, output(p)
     bench = _bench()
     src, dst = tmp_path / "emews.db", tmp_path / "trimmed.db"
     bench.trim(str(src), str(dst))
-    a, b = (bench.recorded(f"sqlite:///{d}", "rec") for d in (src, dst))
+    a, b = (bench.recorded(f"sqlite:///{d}", "bench-none-s1") for d in (src, dst))
     assert a == b and len(a[0]) == 4 and all(len(t["vals"]) == 3 for t in a[0]), (a, b)
-    assert bench.measure(f"sqlite:///{src}", "rec", 600) == bench.measure(f"sqlite:///{dst}",
-                                                                          "rec", 600)
+    assert bench.measure(f"sqlite:///{src}", "bench-none-s1", 600) == \
+        bench.measure(f"sqlite:///{dst}", "bench-none-s1", 600)
     db = f"sqlite:///{dst}"
     assert query(tmp_path, "SELECT COUNT(*) AS n FROM eq_messages")[0]["n"] > 0   # the source's
     assert query(tmp_path, "SELECT COUNT(*) AS n FROM eq_messages", db=db)[0]["n"] == 0
@@ -233,6 +233,15 @@ def test_benchmark_trim_keeps_what_the_replay_reads(tmp_path):
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     with pytest.raises(SystemExit, match="exists"):
         bench.trim(str(src), str(dst))
+    # --report: the table of runs already stored, here the recording itself
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, bench.__file__, "--report", str(dst), "--pilots", "bench",
+                        "--stoppers", "none", "--seeds", "1", "--window", "600"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    row = next(line.split() for line in r.stdout.splitlines() if line.startswith("none "))
+    assert row[1:3] == ["4", "0"], r.stdout        # 4 completed, 0 stopped
 
 
 # ---- the real farm ----------------------------------------------------------------------------
