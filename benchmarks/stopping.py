@@ -471,13 +471,13 @@ def main() -> int:
     if a.stoppers[0] != "none":
         a.stoppers = ["none"] + [s for s in a.stoppers if s != "none"]
     runs = Path(a.runs).resolve()
-    runs.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{runs / 'stopping.db'}"
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     if a.replay:
         return main_replay(a, seeds)
     if a.report:
         return main_report(a, seeds)
+    runs.mkdir(parents=True, exist_ok=True)
     # --side-by-side: one store per arm (a stopper's name before ':'), written by one search each
     dbs = {st: db if not a.side_by_side else
            f"sqlite:///{runs / ('stopping-' + st.split(':')[0] + '.db')}" for st in a.stoppers}
@@ -554,8 +554,8 @@ def store_for(dbs: list[str], exp: str) -> str:
                     return db
         finally:
             eng.dispose()
-    raise SystemExit(f"stopping.py: no recording {exp!r} in {', '.join(dbs)}: record it first "
-                     f"with --stoppers none (see the docstring).")
+    raise SystemExit(f"stopping.py: no run {exp!r} in {', '.join(dbs)}: run it first (a "
+                     f"recording for --replay is a run with --stoppers none; see the docstring).")
 
 
 def main_report(a, seeds: list[int]) -> int:
