@@ -400,9 +400,9 @@ def trim(src: str, dst: str) -> None:
     import sqlite3
     if Path(dst).exists():
         raise SystemExit(f"stopping.py --trim: {dst} exists; remove it or give another name.")
-    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
-        a.backup(b)     # a consistent copy even of a store in WAL mode
-    c = sqlite3.connect(dst)
+    a, c = sqlite3.connect(src), sqlite3.connect(dst)
+    a.backup(c)     # a consistent copy even of a store in WAL mode
+    a.close()
     tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for t in ("eq_messages", "segments", "models"):
         if t in tables:
@@ -503,9 +503,7 @@ def main() -> int:
                     print(f"[stopping] {exp}: {m['completed']} completed, {m['stopped']} "
                           f"stopped, best {m['best']:.4g} ({time.time() - t:.0f} s, load "
                           f"{os.getloadavg()[0]:.1f})", flush=True)
-        report(pilot, results, a.stoppers, seeds, a.window)
-        if a.tol:
-            report(pilot, results, a.stoppers, seeds, a.window, a.tol)
+        tables(pilot, results, a, seeds)
     return 0
 
 
@@ -558,23 +556,33 @@ def store_for(dbs: list[str], exp: str) -> str:
                      f"recording for --replay is a run with --stoppers none; see the docstring).")
 
 
+def urls(stores: list[str]) -> list[str]:
+    """Store arguments as URLs: a plain path is a SQLite file."""
+    return [d if "://" in d else f"sqlite:///{Path(d).resolve()}" for d in stores]
+
+
+def tables(pilot: str, results: dict, a, seeds: list[int]) -> None:
+    """The table, and with --tol the one where "the same best" is within tol."""
+    report(pilot, results, a.stoppers, seeds, a.window)
+    if a.tol:
+        report(pilot, results, a.stoppers, seeds, a.window, a.tol)
+
+
 def main_report(a, seeds: list[int]) -> int:
     """The tables of live runs already stored (each run found by its experiment name)."""
-    dbs = [d if "://" in d else f"sqlite:///{Path(d).resolve()}" for d in a.report]
+    dbs = urls(a.report)
     for pilot in a.pilots:
         results = {}
         for st in a.stoppers:
             for s in seeds:
                 exp = f"{pilot}-{st.split(':')[0]}-s{s}"
                 results[(st, s)] = measure(store_for(dbs, exp), exp, a.window)
-        report(pilot, results, a.stoppers, seeds, a.window)
-        if a.tol:
-            report(pilot, results, a.stoppers, seeds, a.window, a.tol)
+        tables(pilot, results, a, seeds)
     return 0
 
 
 def main_replay(a, seeds: list[int]) -> int:
-    dbs = [d if "://" in d else f"sqlite:///{Path(d).resolve()}" for d in a.replay]
+    dbs = urls(a.replay)
     print(f"[stopping] replay of the curves recorded in {', '.join(dbs)}, {a.window:g} s per run")
     for pilot in a.pilots:
         results = {}
@@ -601,9 +609,7 @@ def main_replay(a, seeds: list[int]) -> int:
             print(f"[stopping] {pilot} seed {s}: the real run without stopping: "
                   f"{real['completed']} completed, best {real['best']:.4g} in {a.window:g} s; "
                   f"recorded {len(trials)} trainings")
-        report(pilot, results, a.stoppers, seeds, a.window)
-        if a.tol:
-            report(pilot, results, a.stoppers, seeds, a.window, a.tol)
+        tables(pilot, results, a, seeds)
         predictive(pilot, [t for s in seeds for t in rec[s][0]], a.objective)
     return 0
 

@@ -552,12 +552,12 @@ def _checked(a) -> dict:
     if not (a.n_cap > 0):
         raise FarmSimError(f"--n-cap = {a.n_cap} must be > 0")
     cost = Cost.parse(a.cost, a.n_cap)
-    gp_cost, gp_believer = getattr(a, "gp_cost", None), getattr(a, "gp_believer", None)
+    gp_cost, gp_believer = a.gp_cost, a.gp_believer
     if gp_cost is not None and gp_believer is not None:
         raise FarmSimError("--gp-cost and --gp-believer both give the cost below the switch: give "
                            "one (--gp-believer for batch mode's fantasies, --gp-cost otherwise)")
     if gp_cost is not None or gp_believer is not None:
-        switch_n = getattr(a, "switch_n", 200)
+        switch_n = a.switch_n
         if not (math.isfinite(switch_n) and switch_n > 0):
             raise FarmSimError(f"--switch-n = {switch_n} must be a number of results > 0 (mlrMBO's "
                                f"gp.max.n, 200)")
