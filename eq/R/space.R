@@ -8,6 +8,11 @@
 # Command line (the file is also source()-able; the CLI runs only under Rscript):
 #   Rscript eq/R/space.R export FILE              prints the JSON space; exit 1 + one paragraph on stderr
 #   Rscript eq/R/space.R transform FILE '[{...}]' prints the JSON array of transformed points
+#   Rscript eq/R/space.R serve FILE               loads FILE once, then for each line of stdin (a
+#                                                 JSON array of points) prints one line: {"points":
+#                                                 [...]} or {"error": "one paragraph"}; ends at EOF
+#                                                 (emews_py/space.py keeps one per optimizer, so a
+#                                                 trial does not wait for R and ParamHelpers to start)
 #
 # Supported parameter types: numeric, integer (both with finite bounds and optional trafo),
 # discrete (values: scalar strings, numbers or logicals), logical. Vector parameters, untyped,
@@ -246,24 +251,51 @@ eq_space_transform <- function(par.set, x) {
   out
 }
 
+# A JSON array of untransformed points (or one point) -> the JSON array of transformed ones.
+.eq_space_transform_json <- function(ps, text) {
+  pts <- tryCatch(jsonlite::fromJSON(text, simplifyVector = FALSE),
+                  error = function(e) .eq_space_fail("The points to transform are not valid JSON (",
+                                                     conditionMessage(e), "). Pass a JSON array of objects."))
+  if (is.list(pts) && !is.null(names(pts))) pts <- list(pts)
+  out <- lapply(pts, function(x) eq_space_transform(ps, x))
+  as.character(jsonlite::toJSON(out, auto_unbox = TRUE, digits = NA))
+}
+
+# One request per line of stdin, one answer per line of stdout, until stdin closes (its parent
+# ended). A bad request gets {"error": ...} and the loop goes on.
+.eq_space_serve <- function(ps) {
+  con <- file("stdin", open = "r")
+  on.exit(close(con))
+  repeat {
+    line <- readLines(con, n = 1L, warn = FALSE)
+    if (length(line) == 0L) break
+    if (!nzchar(trimws(line))) next
+    # what a trafo prints goes to stderr: stdout carries only the answers
+    said <- utils::capture.output(
+      answer <- tryCatch(paste0("{\"points\":", .eq_space_transform_json(ps, line), "}"),
+                         error = function(e) as.character(jsonlite::toJSON(
+                           list(error = conditionMessage(e)), auto_unbox = TRUE))))
+    if (length(said)) cat(said, sep = "\n", file = stderr())
+    cat(answer, "\n", sep = "")
+    flush(stdout())
+  }
+}
+
 .eq_space_cli <- function(args) {
   usage <- paste("usage: Rscript eq/R/space.R export FILE | Rscript eq/R/space.R transform FILE",
-                 "'[{...untransformed point...}, ...]'")
+                 "'[{...untransformed point...}, ...]' | Rscript eq/R/space.R serve FILE")
   res <- tryCatch({
-    if (length(args) < 2L || !(args[1] %in% c("export", "transform")))
+    if (length(args) < 2L || !(args[1] %in% c("export", "transform", "serve")))
       .eq_space_fail(usage)
     file <- args[2]
     ps <- eq_space_load(file)
     if (args[1] == "export") {
       cat(eq_space_json(ps, normalizePath(file)), "\n", sep = "")
+    } else if (args[1] == "serve") {
+      .eq_space_serve(ps)
     } else {
       if (length(args) < 3L) .eq_space_fail(usage)
-      pts <- tryCatch(jsonlite::fromJSON(args[3], simplifyVector = FALSE),
-                      error = function(e) .eq_space_fail("The points to transform are not valid JSON (",
-                                                         conditionMessage(e), "). Pass a JSON array of objects."))
-      if (is.list(pts) && !is.null(names(pts))) pts <- list(pts)
-      out <- lapply(pts, function(x) eq_space_transform(ps, x))
-      cat(as.character(jsonlite::toJSON(out, auto_unbox = TRUE, digits = NA)), "\n", sep = "")
+      cat(.eq_space_transform_json(ps, args[3]), "\n", sep = "")
     }
     0L
   }, error = function(e) {
