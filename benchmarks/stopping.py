@@ -418,6 +418,19 @@ def trim(src: str, dst: str) -> None:
     c.close()
 
 
+def seed_list(text: str) -> list[int]:
+    """``6-15,19-23`` -> [6, ..., 15, 19, ..., 23]."""
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            out += list(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            sys.exit(f"stopping.py: --seed-list {text!r}: {part!r} is not a seed or a range "
+                     f"a-b; give e.g. 6-15,19-23")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pilots", nargs="+", default=["drug", "treat"])
@@ -425,6 +438,9 @@ def main() -> int:
     ap.add_argument("--first-seed", type=int, default=1,
                     help="seeds first-seed .. first-seed + seeds - 1 (the random sampler's: other "
                          "seeds, other configurations; e.g. to test on seeds a choice was not made on)")
+    ap.add_argument("--seed-list", metavar="LIST",
+                    help="instead of --first-seed/--seeds: these seeds, e.g. 6-15,19-23 (for "
+                         "--report and --replay over recordings of separate invocations)")
     ap.add_argument("--window", type=float, default=600.0)
     ap.add_argument("--stoppers", nargs="+", default=["none", "asha", "median"])
     ap.add_argument("--epochs", type=int, default=30)
@@ -472,7 +488,8 @@ def main() -> int:
         a.stoppers = ["none"] + [s for s in a.stoppers if s != "none"]
     runs = Path(a.runs).resolve()
     db = f"sqlite:///{runs / 'stopping.db'}"
-    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
+    seeds = seed_list(a.seed_list) if a.seed_list else \
+        list(range(a.first_seed, a.first_seed + a.seeds))
     if a.replay:
         return main_replay(a, seeds)
     if a.report:

@@ -244,6 +244,13 @@ def test_benchmark_trim_keeps_what_the_replay_reads(tmp_path):
     assert row[1:3] == ["4", "0"], r.stdout        # 4 completed, 0 stopped
 
 
+def test_benchmark_seed_list_reads_ranges_and_refuses_junk():
+    bench = _bench()
+    assert bench.seed_list("6-8, 11,19-20") == [6, 7, 8, 11, 19, 20]
+    with pytest.raises(SystemExit, match=r"--seed-list '6-a'.* give e\.g\. 6-15,19-23"):
+        bench.seed_list("6-a")
+
+
 # ---- the real farm ----------------------------------------------------------------------------
 GOOD = {"x1": 3.14159, "x2": 2.275}     # branin ~ 0.398
 BAD = {"x1": -5.0, "x2": 0.0}           # branin ~ 308
