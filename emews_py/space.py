@@ -185,7 +185,8 @@ class TrafoServer:
         try:
             self.proc = subprocess.Popen(
                 ["Rscript", "--vanilla", str(rbridge.R_DIR / "space.R"), "serve", self.source],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
+                encoding="utf-8")
         except FileNotFoundError:
             raise SpaceError("Rscript is not on PATH; R is needed to apply the trafo of the "
                              f"search space {self.source}. Run `make setup`.") from None
@@ -218,7 +219,7 @@ class TrafoServer:
             if not sel.select(self.timeout):
                 raise self._failed(f"did not answer within {self.timeout:g} s")
         line = self.proc.stdout.readline()
-        if not line:
+        if not line.endswith("\n"):   # nothing, or half an answer: R died while writing it
             raise self._failed("ended")
         answer = json.loads(line)
         if "error" in answer:
