@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from emews_py import rbridge
+from emews_py.farm.procs import die_with_parent_of
 from emews_py.rbridge import REPO_ROOT
 
 
@@ -174,8 +175,9 @@ class TrafoServer:
     fresh Rscript (R plus ParamHelpers) took 0.8 s on a quiet machine and 1.8 s under a search's
     load: that long a worker sat idle between trials. The R process can die (a trafo that
     crashes R, a kill): the call that finds it gone raises SpaceError with R's last words, and the
-    next call starts a new one. It ends when its stdin closes, so it never outlives the optimizer.
-    One caller at a time (an optimizer's loop)."""
+    next call starts a new one. It ends when its stdin closes (close(), or at exit), and dies with
+    the optimizer's process even inside a hung trafo (the farm's die_with_parent_of). One caller at
+    a time (an optimizer's loop)."""
 
     def __init__(self, source: str, timeout: float = 120):
         self.source, self.timeout, self.proc, self.err = source, timeout, None, None
@@ -186,7 +188,7 @@ class TrafoServer:
             self.proc = subprocess.Popen(
                 ["Rscript", "--vanilla", str(rbridge.R_DIR / "space.R"), "serve", self.source],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
-                encoding="utf-8")
+                encoding="utf-8", preexec_fn=die_with_parent_of())
         except FileNotFoundError:
             raise SpaceError("Rscript is not on PATH; R is needed to apply the trafo of the "
                              f"search space {self.source}. Run `make setup`.") from None

@@ -106,3 +106,27 @@ def test_the_r_process_ends_with_its_optimizer_even_without_close():
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pid)
+
+
+def test_the_r_process_dies_with_its_optimizer_even_inside_a_hung_trafo(tmp_path):
+    # the optimizer is SIGKILLed while R runs a trafo that sleeps 60 s: R does not read stdin
+    # then, so only the kernel's parent-death signal can end it
+    f = tmp_path / "space.R"
+    f.write_text('param.set <- makeParamSet(makeNumericParam("lr", lower = -4, upper = -1,\n'
+                 '  trafo = function(x) { if (x > -1.5) Sys.sleep(60); 10^x }))\n')
+    code = ("from emews_py.space import Space, load_space; "
+            f"s = Space(load_space({str(f)!r})); s.transform([{{'lr': -3}}]); "
+            "print(s._trafo.proc.pid, flush=True); s.transform([{'lr': -1.2}])")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(p.stdout.readline())
+        time.sleep(1)                 # R is inside the sleeping trafo now
+        assert alive(pid)
+        p.kill()
+        p.wait()
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(pid)
+    finally:
+        p.kill()
