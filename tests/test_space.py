@@ -33,8 +33,11 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # a zombie (ended, not yet reaped) is not alive either
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:   # it ended between the two looks
+        return False
 
 
 def test_resident_r_transforms_as_the_one_shot_cli_and_stays_up():
